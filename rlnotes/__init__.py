@@ -1,0 +1,13 @@
+"""rlnotes: the tested functions behind an executable course on deep reinforcement learning.
+
+Concept modules (pure tensor functions, one place for each formula):
+    advantages   returns, TD targets, GAE, normalization, group-relative advantages
+    objectives   policy-gradient loss, clipped surrogate, value loss, loss aggregation
+    divergences  exact KL, sample estimators k1/k2/k3, the adaptive KL coefficient
+    preference   Bradley-Terry, reward-model loss, the DPO family, KTO
+
+Around them: `envs` (a gridworld with known dynamics, gymnasium factories), `algos` (training
+loops that return a history), `plots`, and the `rlnotes` command line (`cli`).
+"""
+
+__version__ = "0.1.0"

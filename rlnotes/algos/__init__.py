@@ -1,0 +1,1 @@
+"""Training algorithms: each `train(config) -> history`, plus the exact tabular methods."""

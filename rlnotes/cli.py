@@ -1,0 +1,126 @@
+"""The `rlnotes` command line: list the chapters, train an algorithm headless and print JSON.
+
+    rlnotes chapters                                   one line a notebook
+    rlnotes train dqn --env CartPole-v1 --seed 1       JSON lines of progress, then the final result
+
+Each trainable algorithm is a module `rlnotes.algos.<name>` with a `Config` dataclass (each field
+carries its help text in `metadata["help"]`) and `train(config, progress=None) -> history`. The
+options of `rlnotes train <name>` are built from that dataclass, so the help lives in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import math
+import sys
+
+__all__ = ["CHAPTERS", "ALGORITHMS", "main", "config_from_args"]
+
+# notebook file stem -> one-line summary (tests check this against notebooks/ and their titles).
+CHAPTERS = {
+    "00_notation": "Notation: returns, V, Q and Q*, computed exactly on a gridworld",
+    "01_value_learning": "Value learning: TD(0), SARSA and Q-learning against exact Q*, then DQN",
+    "02_policy_gradient": "Policy gradient: the exact sum vs the Monte Carlo estimate, REINFORCE",
+    "03_actor_critic": "Actor-critic: the five steps, then A2C with GAE",
+    "04_trpo": "TRPO: measuring the distance before the update (Appendix C)",
+    "05_ppo": "PPO: the clipped objective and the adaptive KL penalty",
+    "06_dpo": "DPO: from the KL-regularized objective to a classification loss",
+    "07_grpo": "GRPO: group-relative advantages on a verifiable reward",
+    "08_rlhf": "RLHF: SFT, a reward model, and PPO against it",
+}
+
+# algorithm name -> module that defines Config and train(config, progress=None)
+ALGORITHMS = {
+    "dqn": "rlnotes.algos.dqn",
+}
+
+
+def _available_algorithms() -> dict:
+    found = {}
+    for name, module in ALGORITHMS.items():
+        try:
+            found[name] = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:  # a real import error inside the module: show it
+                raise
+    return found
+
+
+def _add_config_options(parser: argparse.ArgumentParser, config_cls) -> None:
+    for field in dataclasses.fields(config_cls):
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        help_text = field.metadata.get("help", "") + f" (default: {default})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            kind = type(default) if default is not None else str
+            parser.add_argument(flag, dest=field.name, type=kind, default=default, help=help_text)
+
+
+def config_from_args(config_cls, args: argparse.Namespace):
+    """Build a Config dataclass from parsed options that share its field names."""
+    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+
+
+def _jsonable(value):
+    """Keep what JSON can carry (numbers, strings, lists, dicts); drop networks and tensors."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items() if _is_plain(v)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, (dict, list, tuple)):
+        return all(_is_plain(v) for v in (value.values() if isinstance(value, dict) else value))
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _print_json(record: dict) -> None:
+    print(json.dumps(_jsonable(record)), flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlnotes",
+        description="Deep RL from value learning to RLHF: the course's algorithms, headless.",
+        epilog="The notebooks are the course: run `make lab` in the repository, or see `rlnotes chapters`.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("chapters", help="list the course's notebooks, one line each")
+    train = commands.add_parser("train", help="train an algorithm and print JSON progress and the final evaluation")
+    algos = train.add_subparsers(dest="algorithm", metavar="ALGORITHM")
+    for name, module in _available_algorithms().items():
+        sub = algos.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
+        _add_config_options(sub, module.Config)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "chapters":
+        for stem, summary in CHAPTERS.items():
+            print(f"{stem:<20} {summary}")
+        return 0
+    if args.command == "train":
+        if args.algorithm is None:
+            parser.parse_args(["train", "--help"])
+        module = _available_algorithms()[args.algorithm]
+        config = config_from_args(module.Config, args)
+        history = module.train(config, progress=lambda record: _print_json({"event": "progress", **record}))
+        _print_json({"event": "final", "algorithm": args.algorithm, "config": dataclasses.asdict(config), **history})
+        return 0
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The classroom round trip: nbgrader's student release of every notebook with exercises.
+
+The instructor notebook must pass its own tests, the student release must fail them (its stubs raise
+NotImplementedError), and the release must not leak solutions or hidden tests.
+"""
+
+import json
+import re
+
+import pytest
+
+from rlnotes import assignments
+
+NOTEBOOKS = assignments.assignment_notebooks()
+
+
+def _solution_lines(notebook_path):
+    """The code lines between BEGIN/END SOLUTION and BEGIN/END HIDDEN TESTS markers of a notebook."""
+    hidden = []
+    for cell in json.loads(notebook_path.read_text())["cells"]:
+        source = "".join(cell["source"])
+        for begin, end in (("### BEGIN SOLUTION", "### END SOLUTION"), ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")):
+            for block in re.findall(re.escape(begin) + r"(.*?)" + re.escape(end), source, flags=re.S):
+                hidden += [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return hidden
+
+
+def test_there_are_assignments():
+    assert any(path.stem == "00_notation" for path in NOTEBOOKS)
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nbgrader")
+    names = assignments.build_course(root, NOTEBOOKS)
+    releases = {name: assignments.generate(root, name) for name in names}
+    return root, releases
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_instructor_version_passes_its_tests(course, notebook):
+    root, _ = course
+    result = assignments.validate(root / "source" / notebook.stem / notebook.name)
+    assert "Success! Your notebook passes all the tests." in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_student_release_fails_every_test(course, notebook):
+    _, releases = course
+    result = assignments.validate(releases[notebook.stem], invert=True)
+    assert "Success! The notebook does not pass any tests." in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_student_release_leaks_no_solution_or_hidden_test(course, notebook):
+    _, releases = course
+    release_text = "".join("".join(c["source"]) + "\n" for c in json.loads(releases[notebook.stem].read_text())["cells"])
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
+        assert marker not in release_text
+    secret = _solution_lines(notebook)
+    assert secret, "the notebook should have solution and hidden-test lines"
+    leaked = [line for line in secret if line in release_text]
+    assert not leaked, f"solution or hidden-test lines left in the release: {leaked[:3]}"
+    assert "raise NotImplementedError()" in release_text
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercises_have_solutions_and_graded_tests(notebook):
+    cells = [c for c in json.loads(notebook.read_text())["cells"] if "nbgrader" in c.get("metadata", {})]
+    solutions = [c for c in cells if c["metadata"]["nbgrader"].get("solution")]
+    graded = [c for c in cells if c["metadata"]["nbgrader"].get("grade")]
+    ids = [c["metadata"]["nbgrader"]["grade_id"] for c in cells]
+    assert len(solutions) >= 2 and len(graded) >= 2, "at least two exercises a notebook"
+    assert len(ids) == len(set(ids)), "grade_id must be unique"
