@@ -1,0 +1,98 @@
+"""Entry checks shared by the concept modules (`advantages`, `objectives`, `divergences`, `preference`).
+
+Every message starts with the public function's name, then names the argument and says what was
+allowed, e.g. ``gae: rewards (5, 2) and values (5,) differ in shape``. Bad input fails loudly here
+instead of turning into a silent NaN three cells later.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def shape_str(x: torch.Tensor) -> str:
+    """``(5, 2)``, ``(5,)`` or ``()`` for a scalar."""
+    return str(tuple(x.shape))
+
+
+def in_unit_interval(fn: str, name: str, value) -> float:
+    """`value` in [0, 1] (gamma, lambda); NaN is rejected too."""
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{fn}: {name} must be in [0, 1], got {value}")
+    return value
+
+
+def positive(fn: str, name: str, value) -> float:
+    """`value` > 0 (eps, beta, clip ranges, targets)."""
+    value = float(value)
+    if not value > 0.0:
+        raise ValueError(f"{fn}: {name} must be > 0, got {value}")
+    return value
+
+
+def non_negative(fn: str, name: str, value) -> float:
+    """`value` >= 0 (loss weights)."""
+    value = float(value)
+    if not value >= 0.0:
+        raise ValueError(f"{fn}: {name} must be >= 0, got {value}")
+    return value
+
+
+def one_of(fn: str, name: str, value, allowed) -> None:
+    """`value` is one of the `allowed` choices (loss_type, kind, mode)."""
+    if value not in allowed:
+        choices = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{fn}: {name} must be one of {choices}, got {value!r}")
+
+
+def same_shape(fn: str, **tensors: torch.Tensor) -> None:
+    """All named tensors have exactly the first one's shape (None entries are skipped).
+
+    Exact, not broadcast: `values` (B, 1) against `returns` (B,) would silently broadcast to (B, B).
+    """
+    named = [(n, t) for n, t in tensors.items() if t is not None]
+    first_name, first = named[0]
+    for name, t in named[1:]:
+        if t.shape != first.shape:
+            raise ValueError(f"{fn}: {first_name} {shape_str(first)} and {name} {shape_str(t)} differ in shape")
+
+
+def broadcasts_to(fn: str, name: str, x: torch.Tensor, target_name: str, target: torch.Tensor) -> None:
+    """`x` broadcasts to `target`'s shape without enlarging it (per-sequence advantages (B, 1) over tokens (B, L))."""
+    try:
+        ok = torch.broadcast_shapes(x.shape, target.shape) == target.shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{fn}: {name} {shape_str(x)} does not broadcast to {target_name} {shape_str(target)}"
+            " (for one value per sequence over (B, L) tokens, pass shape (B, 1))"
+        )
+
+
+def broadcastable(fn: str, **tensors: torch.Tensor) -> torch.Size:
+    """The named tensors broadcast together; returns the common shape."""
+    try:
+        return torch.broadcast_shapes(*(t.shape for t in tensors.values()))
+    except RuntimeError:
+        shapes = ", ".join(f"{n} {shape_str(t)}" for n, t in tensors.items())
+        raise ValueError(f"{fn}: shapes do not broadcast together: {shapes}") from None
+
+
+def as_float(fn: str, name: str, x, like: torch.Tensor) -> torch.Tensor:
+    """A bool or float mask (terminated, truncated, mask, desirable) as 0./1. in `like`'s float dtype."""
+    x = torch.as_tensor(x, device=like.device)
+    if x.dtype != torch.bool and not bool(((x == 0) | (x == 1)).all()):
+        raise ValueError(f"{fn}: {name} must hold only 0/1 or True/False")
+    return x.to(like.dtype)
+
+
+def finite_number(fn: str, name: str, value) -> float:
+    """A plain finite float (an observed KL fed to a controller)."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{fn}: {name} must be a finite number, got {value}")
+    return value

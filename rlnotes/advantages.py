@@ -1,0 +1,193 @@
+"""Returns, TD targets, GAE, normalization and group-relative advantages.
+
+How good was an action, compared with what we expected? Every policy-gradient method in the course
+answers with one of these functions; the algorithms call them and never re-derive the formulas.
+
+Shapes: T steps, N parallel envs (optional), G group size. Time is always the first dimension of
+rollout tensors; `terminated` and `truncated` are bool or 0./1. float tensors of the rewards' shape.
+
+The classic trap, avoided here: an episode that ends because the task is over (`terminated`) has no
+future, so its bootstrap is 0; an episode cut by a time limit (`truncated`) does have a future, worth
+V(final observation). Both end the episode, so both stop the GAE recursion; only `terminated` stops
+the bootstrap.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _checks
+
+__all__ = ["discounted_returns", "td_target", "gae", "normalize", "group_relative"]
+
+
+def td_target(rewards, next_values, terminated, gamma):
+    """One-step TD target: ``r + gamma * (1 - terminated) * V(s')``.
+
+    Introduced in ``01_value_learning``. Intuition: re-predict the value once one step is known.
+    The reward is real, the rest is still a guess (the critic's value of the next state), and a
+    terminal state has no future, so its guess is cut.
+
+    Args:
+        rewards: (T,) or (T, N), or any shape; r_t.
+        next_values: same shape; V(s_{t+1}), the value of the true next state.
+        terminated: same shape, bool or float; 1 where s_{t+1} is terminal (never pass `truncated` here).
+        gamma: discount in [0, 1].
+
+    Returns:
+        targets: same shape as `rewards`.
+    """
+    gamma = _checks.in_unit_interval("td_target", "gamma", gamma)
+    _checks.same_shape("td_target", rewards=rewards, next_values=next_values, terminated=terminated)
+    not_terminal = 1.0 - _checks.as_float("td_target", "terminated", terminated, rewards)
+    return rewards + gamma * not_terminal * next_values
+
+
+def discounted_returns(rewards, gamma, terminated=None, last_value=0.0):
+    """Discounted return ``G_t = r_t + gamma * (1 - terminated_t) * G_{t+1}``, with ``G_T = last_value``.
+
+    Introduced in ``00_notation``. Intuition: the return is the TD target whose "next value" is the
+    next return itself, so the sum runs backwards from the end of the rollout. Rewards after a
+    termination belong to the next episode and are not added.
+
+    Args:
+        rewards: (T,) or (T, N); r_t.
+        gamma: discount in [0, 1].
+        terminated: optional, same shape as `rewards`, bool or float; 1 where the episode ended at step t.
+        last_value: float, or tensor (N,) (anything that broadcasts to one step of `rewards`);
+            the bootstrap G_T, e.g. V(s_T) when the rollout stops in the middle of an episode.
+
+    Returns:
+        returns: same shape as `rewards`.
+    """
+    gamma = _checks.in_unit_interval("discounted_returns", "gamma", gamma)
+    if rewards.dim() == 0 or rewards.shape[0] == 0:
+        raise ValueError(
+            f"discounted_returns: rewards must be (T,) or (T, N) with T >= 1, got {_checks.shape_str(rewards)}"
+        )
+    if terminated is None:
+        terminated = torch.zeros_like(rewards)
+    _checks.same_shape("discounted_returns", rewards=rewards, terminated=terminated)
+    terminated = _checks.as_float("discounted_returns", "terminated", terminated, rewards).bool()  # checked once
+    last_value = torch.as_tensor(last_value, dtype=rewards.dtype, device=rewards.device)
+    _checks.broadcasts_to("discounted_returns", "last_value", last_value, "one step of rewards", rewards[0])
+
+    G = last_value.expand(rewards.shape[1:])  # G_T, shape of one step: () or (N,)
+    returns = []
+    for t in reversed(range(rewards.shape[0])):
+        G = td_target(rewards[t], G, terminated[t], gamma)  # the next return plays the next value
+        returns.append(G)
+    return torch.stack(returns[::-1])  # T x (N,) -> (T, N)
+
+
+def gae(rewards, values, next_values, terminated, truncated, gamma, lam):
+    """Generalized advantage estimation (Schulman et al. 2016), with termination and truncation kept apart.
+
+    Introduced in ``03_actor_critic``. Intuition: the TD error ``delta_t`` is a one-step, low-variance
+    but biased advantage; summing the following TD errors with weights ``(gamma * lam)^k`` trades bias
+    for variance: lam=0 is the TD error, lam=1 is the Monte Carlo return minus V.
+
+        delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t
+        A_t     = delta_t + gamma * lam * (1 - (terminated_t | truncated_t)) * A_{t+1},   A_T = 0
+
+    Call it under ``torch.no_grad()``: advantages and returns are targets, not things to differentiate.
+
+    Args:
+        rewards: (T,) or (T, N); r_t.
+        values: same shape; V(s_t).
+        next_values: same shape; V(s_{t+1}) of the TRUE next state: at a truncation, the value of the
+            final observation (gymnasium's ``info["final_obs"]``), not of the reset observation.
+        terminated: same shape, bool or float; cuts the bootstrap and the recursion.
+        truncated: same shape, bool or float; cuts only the recursion (the next episode is unrelated).
+        gamma: discount in [0, 1].
+        lam: GAE lambda in [0, 1].
+
+    Returns:
+        (advantages, returns): both of `rewards`' shape; ``returns = advantages + values`` is the
+        critic's regression target (the lambda-return).
+    """
+    gamma = _checks.in_unit_interval("gae", "gamma", gamma)
+    lam = _checks.in_unit_interval("gae", "lam", lam)
+    _checks.same_shape(
+        "gae", rewards=rewards, values=values, next_values=next_values, terminated=terminated, truncated=truncated
+    )
+    if rewards.dim() == 0:
+        raise ValueError("gae: rewards must be (T,) or (T, N), got ()")
+    terminated = _checks.as_float("gae", "terminated", terminated, rewards)
+    truncated = _checks.as_float("gae", "truncated", truncated, rewards)
+    episode_ended = torch.maximum(terminated, truncated)  # terminated | truncated
+
+    deltas = td_target(rewards, next_values, terminated, gamma) - values  # (T, N): the TD errors
+    advantages = []
+    A = torch.zeros_like(deltas[0])  # A_T = 0: nothing is known beyond the rollout except next_values
+    for t in reversed(range(rewards.shape[0])):
+        A = deltas[t] + gamma * lam * (1.0 - episode_ended[t]) * A
+        advantages.append(A)
+    advantages = torch.stack(advantages[::-1])  # T x (N,) -> (T, N)
+    return advantages, advantages + values
+
+
+def normalize(x, eps=1e-8):
+    """``(x - mean) / (std + eps)`` over all elements, with the unbiased std (``torch.std``'s default).
+
+    Introduced in ``03_actor_critic``. Intuition: only the ranking of advantages within a batch matters
+    for the direction of the update; centring and scaling keeps the step size the same whatever the
+    reward scale. ``eps`` keeps a constant batch from dividing by zero.
+
+    Args:
+        x: any shape with at least 2 elements.
+        eps: > 0.
+
+    Returns:
+        same shape as `x`.
+    """
+    eps = _checks.positive("normalize", "eps", eps)
+    if x.numel() < 2:
+        raise ValueError(
+            f"normalize: x needs at least 2 elements for an unbiased std, got shape {_checks.shape_str(x)}"
+        )
+    return (x - x.mean()) / (x.std() + eps)
+
+
+def group_relative(rewards, eps=1e-4, scale=True, leave_one_out=False):
+    """Group-relative advantages (GRPO, Dr. GRPO, RLOO): each completion against its own group.
+
+    Introduced in ``07_grpo``. Intuition: G completions are sampled for the same prompt; instead of a
+    learned critic, the baseline is how the other completions of that prompt did. A group where all
+    rewards are equal teaches nothing: its advantages are exactly 0.
+
+        baseline_i = mean of the group                     (GRPO, Dr. GRPO)
+                   = mean of the other G - 1 members       (leave_one_out=True, RLOO)
+        A_i = r_i - baseline_i,  then / (std of the group + eps) if scale (TRL's GRPOTrainer)
+
+    ``scale=False`` is Dr. GRPO (Liu et al. 2025), which drops the std division because it
+    over-weights groups that are nearly all right or all wrong. The std is the unbiased one, as
+    ``rewards.view(-1, G).std(dim=1)`` in TRL's GRPOTrainer, where advantages are then
+    ``(r - mean) / (std + 1e-4)``.
+
+    Args:
+        rewards: (..., G); groups on the last dim, e.g. (B, G) for B prompts.
+        eps: > 0, added to the std.
+        scale: divide by the group's std.
+        leave_one_out: use the mean of the others as the baseline.
+
+    Returns:
+        advantages: same shape as `rewards`.
+    """
+    eps = _checks.positive("group_relative", "eps", eps)
+    if rewards.dim() == 0 or rewards.shape[-1] < 2:
+        raise ValueError(
+            f"group_relative: groups on the last dim need G >= 2 members, got rewards {_checks.shape_str(rewards)}"
+        )
+    # Checked against huggingface/trl, trl/trainer/grpo_trainer.py: advantages = rewards - group mean, then
+    # / (rewards.view(-1, G).std(dim=1) + 1e-4) when scale_rewards; torch.std is unbiased.
+    G = rewards.shape[-1]
+    total = rewards.sum(dim=-1, keepdim=True)  # (..., 1)
+    if leave_one_out:
+        baseline = (total - rewards) / (G - 1)  # (..., G): mean of the other G - 1
+    else:
+        baseline = total / G  # (..., 1): group mean
+    advantages = rewards - baseline
+    if scale:
+        advantages = advantages / (rewards.std(dim=-1, keepdim=True) + eps)
+    return advantages

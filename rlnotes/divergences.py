@@ -1,0 +1,137 @@
+"""How far apart are two policies? Exact KL, sample estimators of KL, and PPO's adaptive KL coefficient.
+
+TRPO bounds the KL between the old and new policy (``04_trpo``), PPO can penalize it (``05_ppo``),
+and GRPO / RLHF keep the policy near a reference model with a per-token KL estimate (``07_grpo``).
+
+KL(p || q) = E_{x ~ p}[log p(x) - log q(x)] >= 0, zero only when p = q; it is not symmetric.
+Shapes: V categories (vocabulary, actions), D action dimensions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _checks
+
+__all__ = ["kl_categorical", "kl_gaussian", "kl_estimate", "AdaptiveKL"]
+
+
+def kl_categorical(logits_p, logits_q):
+    """Exact KL(p || q) between categorical distributions given by logits, over the last dim.
+
+    Introduced in ``04_trpo``. Intuition: the expected extra surprise of coding samples of p with q:
+    ``sum_x p(x) * (log p(x) - log q(x))``. Computed with ``log_softmax``, so that logits of +-1e4 give
+    finite results (softmax then log would give log 0 = -inf). Mask categories with a large negative
+    logit such as -1e4 rather than -inf: ``0 * inf`` is NaN.
+
+    Args:
+        logits_p: (..., V); unnormalized log-probabilities of p.
+        logits_q: (..., V); broadcasts with `logits_p`.
+
+    Returns:
+        (...,) KL per distribution.
+    """
+    _checks.broadcastable("kl_categorical", logits_p=logits_p, logits_q=logits_q)
+    logp = torch.log_softmax(logits_p, dim=-1)
+    logq = torch.log_softmax(logits_q, dim=-1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def kl_gaussian(mean_p, std_p, mean_q, std_q):
+    """Exact KL(p || q) between diagonal Gaussians, summed over the last dim (independent dimensions).
+
+    Introduced in ``04_trpo``. Per dimension:
+
+        log(std_q / std_p) + (std_p^2 + (mean_p - mean_q)^2) / (2 std_q^2) - 1/2
+
+    Intuition: a mismatch of means costs its squared distance measured in units of q's std; a
+    mismatch of widths costs even with equal means.
+
+    Args:
+        mean_p, std_p: (..., D); p's mean and standard deviation (> 0).
+        mean_q, std_q: (..., D); q's; all four broadcast together.
+
+    Returns:
+        (...,) KL per distribution.
+    """
+    _checks.broadcastable("kl_gaussian", mean_p=mean_p, std_p=std_p, mean_q=mean_q, std_q=std_q)
+    for name, std in (("std_p", std_p), ("std_q", std_q)):
+        if not bool((std > 0).all()):
+            raise ValueError(f"kl_gaussian: {name} must be > 0 everywhere, got min {float(std.min())}")
+    per_dim = (
+        torch.log(std_q) - torch.log(std_p) + (std_p**2 + (mean_p - mean_q) ** 2) / (2 * std_q**2) - 0.5
+    )
+    return per_dim.sum(-1)
+
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def kl_estimate(logp, logq, kind="k3"):
+    """Per-sample estimate of KL(p || q) from samples x ~ p (John Schulman, "Approximating KL divergence", 2020).
+
+    Introduced in ``05_ppo`` (``approx_kl``) and used in ``07_grpo`` (the KL to the reference model).
+    With ``log r = log q(x) - log p(x)``:
+
+        k1 = -log r                 unbiased, but half the samples are negative
+        k2 = (log r)^2 / 2          biased (fine when p and q are close), never negative
+        k3 = (r - 1) - log r        unbiased AND never negative: r - 1 has mean 0 under p and
+                                    r - 1 >= log r; this is the per-token KL of GRPO (TRL, DeepSeekMath)
+
+    k3 uses ``expm1`` for r - 1, exact near r = 1. It can be +inf when log r is huge (q puts far more
+    mass on x than p, e.g. log r > 709 in float64, > 88 in float32); it is never NaN and never negative.
+
+    Args:
+        logp: any shape; log p(x) of samples drawn from p (e.g. the policy's token log-probs).
+        logq: same shape; log q(x) of the same samples (e.g. the reference model's).
+        kind: "k1", "k2" or "k3".
+
+    Returns:
+        per-sample estimates, shape of `logp`; their mean estimates KL(p || q).
+    """
+    _checks.one_of("kl_estimate", "kind", kind, KL_ESTIMATORS)
+    _checks.same_shape("kl_estimate", logp=logp, logq=logq)
+    log_r = logq - logp
+    if kind == "k1":
+        return -log_r
+    if kind == "k2":
+        return 0.5 * log_r**2
+    # expm1(x) >= x holds exactly, but a last-bit rounding of expm1 could still dip below 0
+    return (torch.expm1(log_r) - log_r).clamp(min=0.0)
+
+
+class AdaptiveKL:
+    """PPO's adaptive KL penalty coefficient (Schulman et al. 2017, "Proximal Policy Optimization", sec. 4).
+
+    Introduced in ``05_ppo``. The loss is ``-surrogate + beta * KL``; after each policy update, with
+    the observed KL d and the target d_targ:
+
+        d < d_targ / 1.5  ->  beta / 2   (the policy barely moved: penalize less)
+        d > d_targ * 1.5  ->  beta * 2   (it moved too far: penalize more)
+        otherwise beta stays (both comparisons are strict).
+
+    The paper notes that 1.5 and 2 are heuristic and the result is not very sensitive to them.
+
+    Args:
+        target: d_targ, > 0.
+        init_beta: the starting beta, > 0.
+
+    Attributes:
+        beta: the current coefficient.
+    """
+
+    def __init__(self, target, init_beta=1.0):
+        self.target = _checks.positive("AdaptiveKL", "target", target)
+        self.beta = _checks.positive("AdaptiveKL", "init_beta", init_beta)
+
+    def update(self, observed_kl):
+        """Adapt beta to the KL observed after an update (float or 0-d tensor); return the new beta."""
+        kl = _checks.finite_number("AdaptiveKL.update", "observed_kl", observed_kl)
+        if kl > 1.5 * self.target:
+            self.beta *= 2.0
+        elif kl < self.target / 1.5:
+            self.beta /= 2.0
+        return self.beta
+
+    def __repr__(self):
+        return f"AdaptiveKL(target={self.target}, beta={self.beta})"

@@ -1,0 +1,159 @@
+"""Policy-gradient loss, the clipped surrogate, the value loss, and per-token loss aggregation.
+
+Every function returns something to MINIMIZE (the negative of the objective the papers maximize).
+PPO, GRPO and the RLHF chapter share `clipped_surrogate`; the LLM chapters then choose how to average
+per-token losses with `aggregate`.
+
+Shapes: B batch (samples or sequences), L sequence length. Log-probabilities are of the actions
+(tokens) actually taken.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _checks
+
+__all__ = ["pg_loss", "clipped_surrogate", "value_loss", "aggregate"]
+
+# exp(20) ~ 4.9e8: a larger probability ratio means the sample could not have come from the old
+# policy; capping the log-ratio keeps exp() finite (no inf, no inf * 0 = NaN) at extreme log-probs.
+MAX_LOG_RATIO = 20.0
+
+
+def pg_loss(logp, advantages):
+    """REINFORCE / vanilla policy-gradient loss ``-(logp * A).mean()``.
+
+    Introduced in ``02_policy_gradient``. Intuition: its gradient is the log-derivative estimate
+    ``-mean(A * grad log pi(a|s))``: make actions that did better than expected more likely. The
+    advantages are detached: they weigh the gradient, they are not something to push on.
+
+    Args:
+        logp: (B,) or any shape; log pi(a|s) of the taken actions, with gradient.
+        advantages: broadcasts to `logp` (e.g. (B, 1) over (B, L) tokens).
+
+    Returns:
+        scalar loss.
+    """
+    _checks.broadcasts_to("pg_loss", "advantages", advantages, "logp", logp)
+    return -(logp * advantages.detach()).mean()
+
+
+def clipped_surrogate(logp, old_logp, advantages, eps=0.2, eps_high=None):
+    """PPO's clipped surrogate, per element, as a loss: ``-min(r * A, clip(r, 1 - eps, 1 + eps_high) * A)``.
+
+    Introduced in ``05_ppo`` (reused by GRPO and RLHF). Intuition: ``r = pi / pi_old`` says how much
+    more likely the action has become. Once r has moved past ``1 + eps`` in the direction the
+    advantage asks for, the min picks the clipped, constant term and that sample's gradient is zero:
+    the update cannot profit from moving the policy further from the one that collected the data.
+    Moves that make things worse are never clipped (the min keeps the pessimistic term).
+
+        r = exp(logp - old_logp)      (old_logp detached: the old policy is data, trap avoided)
+
+    ``eps_high`` (DAPO's "clip-higher", Yu et al. 2025) sets the upper bound on its own, so that
+    unlikely tokens with A > 0 can grow more; it defaults to ``eps``. Log-ratios are capped at
+    ``MAX_LOG_RATIO`` (r <= e^20, beyond which the sample gives no gradient) so that the loss stays
+    finite at extreme log-probs; ratios in any real run are far below the cap.
+
+    Args:
+        logp: (B,) or (B, L); log-probs under the current policy, with gradient.
+        old_logp: same shape; log-probs under the policy that sampled the data.
+        advantages: broadcasts to `logp`, e.g. (B,) for (B,) or (B, 1) for per-sequence advantages.
+        eps: lower clip range, > 0.
+        eps_high: upper clip range, > 0, or None for `eps`.
+
+    Returns:
+        per-element loss, shape of `logp`; reduce it with ``.mean()`` or `aggregate`.
+    """
+    eps = _checks.positive("clipped_surrogate", "eps", eps)
+    eps_high = eps if eps_high is None else _checks.positive("clipped_surrogate", "eps_high", eps_high)
+    _checks.same_shape("clipped_surrogate", logp=logp, old_logp=old_logp)
+    _checks.broadcasts_to("clipped_surrogate", "advantages", advantages, "logp", logp)
+    ratio = torch.exp((logp - old_logp.detach()).clamp(max=MAX_LOG_RATIO))
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - eps, 1.0 + eps_high) * advantages
+    return -torch.min(unclipped, clipped)
+
+
+def value_loss(values, returns, old_values=None, clip=None):
+    """Critic regression ``0.5 * mean((v - R)^2)``, optionally with PPO's value clipping.
+
+    Introduced in ``05_ppo``. Intuition: the critic learns to predict the return. With value clipping
+    (``old_values`` and ``clip``) the new prediction is also judged as if it had moved at most ``clip``
+    away from the prediction made when the data was collected, and the larger (pessimistic) of the
+    two errors is kept, as in CleanRL's ``ppo.py`` (``clip_vloss``) and TRL's PPOTrainer:
+
+        v_clip = old + clamp(v - old, -clip, clip)
+        loss   = 0.5 * mean(max((v - R)^2, (v_clip - R)^2))
+
+    Where the clipped error is the larger one, the sample gives no gradient.
+
+    Args:
+        values: (B,); V(s) with gradient. Squeeze the critic's (B, 1) output first: shapes must match
+            exactly, because (B, 1) against (B,) would broadcast to (B, B) (a classic silent bug).
+        returns: (B,); regression targets (e.g. GAE returns).
+        old_values: (B,) or None; values at collection time. Without `clip` it is ignored.
+        clip: > 0 or None; the clip range, which needs `old_values`.
+
+    Returns:
+        scalar loss.
+    """
+    _checks.same_shape("value_loss", values=values, returns=returns, old_values=old_values)
+    unclipped = (values - returns) ** 2
+    if clip is None:
+        return 0.5 * unclipped.mean()
+    clip = _checks.positive("value_loss", "clip", clip)
+    if old_values is None:
+        raise ValueError("value_loss: clip needs old_values (the values at collection time)")
+    old_values = old_values.detach()
+    v_clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+    return 0.5 * torch.max(unclipped, (v_clipped - returns) ** 2).mean()
+
+
+AGGREGATION_MODES = ("grpo", "dapo", "dr_grpo")
+
+
+def aggregate(per_token_loss, mask, mode="grpo", max_len=None):
+    """Reduce per-token losses (B, L) to a scalar; the three choices of TRL's GRPOTrainer ``loss_type``.
+
+    Introduced in ``07_grpo``. Intuition: who gets the weight, sequences or tokens?
+
+        grpo:    mean over each sequence's tokens, then over sequences. Every sequence weighs the
+                 same, so a token of a long answer counts less than a token of a short one.
+        dapo:    sum over all tokens / number of tokens (DAPO's token-level loss): every token weighs
+                 the same.
+        dr_grpo: sum over all tokens / (B * max_len) (Dr. GRPO): a constant denominator, so no length
+                 bias at all.
+
+    Padding and prompt tokens are excluded by `mask`. As in TRL, token counts are clamped to at least
+    1, so a fully masked sequence adds 0 instead of NaN. TRL's ``"dapo"`` divides by the number of
+    tokens in the whole (gradient-accumulated, multi-process) batch; for one batch it equals TRL's
+    ``"bnpo"`` and this ``"dapo"``.
+
+    Args:
+        per_token_loss: (B, L), or (..., L); e.g. `clipped_surrogate` on per-token log-probs.
+        mask: same shape, bool or float; 1 for completion tokens that count.
+        mode: "grpo", "dapo" or "dr_grpo".
+        max_len: for dr_grpo, the maximum completion length (> 0); defaults to L = mask.shape[-1].
+
+    Returns:
+        scalar loss.
+    """
+    _checks.one_of("aggregate", "mode", mode, AGGREGATION_MODES)
+    _checks.same_shape("aggregate", per_token_loss=per_token_loss, mask=mask)
+    if per_token_loss.dim() == 0 or per_token_loss.shape[-1] == 0:
+        shape = _checks.shape_str(per_token_loss)
+        raise ValueError(f"aggregate: per_token_loss must be (B, L) with L >= 1, got {shape}")
+    # Checked against huggingface/trl, trl/trainer/grpo_trainer.py (_compute_loss, loss_type grpo / bnpo /
+    # dr_grpo / dapo): same numerators, same clamp(min=1) token counts.
+    mask = _checks.as_float("aggregate", "mask", mask, per_token_loss)
+    masked = per_token_loss * mask  # (B, L), zeros at padding
+    if mode == "grpo":
+        per_sequence = masked.sum(-1) / mask.sum(-1).clamp(min=1.0)  # (B, L) -> (B,)
+        return per_sequence.mean()
+    if mode == "dapo":
+        return masked.sum() / mask.sum().clamp(min=1.0)
+    max_len = mask.shape[-1] if max_len is None else max_len
+    max_len = _checks.positive("aggregate", "max_len", max_len)
+    num_sequences = mask.numel() // mask.shape[-1]  # B, or the product of the leading dims
+    return masked.sum() / (num_sequences * max_len)

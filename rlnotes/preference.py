@@ -1,0 +1,171 @@
+"""Learning from preferences: Bradley-Terry, the reward-model loss, the DPO family and KTO.
+
+Introduced in ``06_dpo`` (DPO, IPO, hinge, robust, KTO) and ``08_rlhf`` (the reward model).
+
+A human (or a noisy teacher) says which of two answers is better. Bradley-Terry turns a reward gap
+into a probability of that choice; a reward model is fitted by maximum likelihood on it. DPO skips
+the reward model: the optimal KL-regularized policy satisfies ``r(x, y) = beta * log(pi(y|x) /
+pi_ref(y|x)) + beta * log Z(x)``, and Z cancels in the reward GAP, so the same likelihood can be
+written with log-probabilities of the policy and of the reference model alone.
+
+Inputs named ``policy_*`` / ``ref_*`` are SEQUENCE log-probabilities (the sum over the answer's
+tokens), one per pair or example: shape (B,).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import _checks
+
+__all__ = ["bradley_terry", "reward_model_loss", "dpo_loss", "kto_loss"]
+
+
+def bradley_terry(r_chosen, r_rejected):
+    """Bradley-Terry probability that `chosen` is preferred: ``sigmoid(r_chosen - r_rejected)``.
+
+    Intuition: only reward differences matter; equal rewards give a coin flip, and
+    P(a over b) + P(b over a) = 1.
+
+    Args:
+        r_chosen, r_rejected: (B,) rewards; they broadcast together.
+
+    Returns:
+        (B,) probabilities.
+    """
+    _checks.broadcastable("bradley_terry", r_chosen=r_chosen, r_rejected=r_rejected)
+    return torch.sigmoid(r_chosen - r_rejected)
+
+
+def reward_model_loss(r_chosen, r_rejected, margin=0.0):
+    """Per-pair negative log-likelihood of Bradley-Terry: ``-logsigmoid(r_chosen - r_rejected - margin)``.
+
+    Introduced in ``08_rlhf``. Intuition: push the chosen answer's reward above the rejected one's;
+    the optional margin (Llama 2's reward model; TRL's RewardTrainer ``margin`` column) asks for a
+    larger gap on pairs the labeller was sure about. ``logsigmoid`` keeps huge gaps finite.
+
+    Args:
+        r_chosen, r_rejected: (B,) rewards from the reward model.
+        margin: float or (B,) tensor.
+
+    Returns:
+        (B,) losses; take ``.mean()``.
+    """
+    _checks.broadcastable("reward_model_loss", r_chosen=r_chosen, r_rejected=r_rejected)
+    return -F.logsigmoid(r_chosen - r_rejected - margin)
+
+
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
+
+
+def dpo_loss(
+    policy_chosen,
+    policy_rejected,
+    ref_chosen,
+    ref_rejected,
+    beta=0.1,
+    loss_type="sigmoid",
+    label_smoothing=0.0,
+):
+    """The DPO family of per-pair losses, as in TRL's ``DPOTrainer.dpo_loss``.
+
+    Introduced in ``06_dpo``. With ``logits = (pc - pr) - (rc - rr)``, how much more the policy than
+    the reference prefers the chosen answer (beta * logits is the implicit reward gap):
+
+        sigmoid: -logsigmoid(beta*logits)*(1-ls) - logsigmoid(-beta*logits)*ls
+                 DPO (Rafailov et al. 2023); with ls > 0, conservative DPO (cDPO): labels flipped
+                 with probability ls
+        hinge:   relu(1 - beta*logits)                 (SLiC, Zhao et al. 2023)
+        ipo:     (logits - 1/(2*beta))**2              (IPO, Azar et al. 2023, eq. 17): a target gap
+                 instead of pushing the gap to infinity
+        robust:  (-logsigmoid(beta*logits)*(1-ls) + logsigmoid(-beta*logits)*ls) / (1 - 2*ls)
+                 (rDPO, Chowdhury et al. 2024): unbiased under label noise rate ls < 0.5
+
+    `label_smoothing` (ls) is used by sigmoid and robust only; hinge and ipo ignore it, as in TRL.
+    Note: TRL's DPOTrainer feeds IPO the length-AVERAGED log-probs (``logps / num_tokens``); pass
+    averaged log-probs here to reproduce its IPO, summed ones for the paper's.
+
+    Args:
+        policy_chosen, policy_rejected: (B,) sequence log-probs under the policy (with gradient).
+        ref_chosen, ref_rejected: (B,) sequence log-probs under the frozen reference model.
+        beta: > 0; the KL strength: small beta lets the policy move far from the reference.
+        loss_type: "sigmoid", "hinge", "ipo" or "robust".
+        label_smoothing: in [0, 0.5) for robust, [0, 1] otherwise.
+
+    Returns:
+        (losses, chosen_rewards, rejected_rewards), each (B,); the rewards are the detached implicit
+        rewards ``beta * (policy - ref)`` used for logging (reward accuracy, margins).
+    """
+    fn = "dpo_loss"
+    _checks.same_shape(
+        fn,
+        policy_chosen=policy_chosen,
+        policy_rejected=policy_rejected,
+        ref_chosen=ref_chosen,
+        ref_rejected=ref_rejected,
+    )
+    beta = _checks.positive(fn, "beta", beta)
+    _checks.one_of(fn, "loss_type", loss_type, DPO_LOSS_TYPES)
+    ls = float(label_smoothing)
+    if loss_type == "robust" and not 0.0 <= ls < 0.5:
+        raise ValueError(f"{fn}: label_smoothing must be in [0, 0.5) for loss_type 'robust', got {ls}")
+    if not 0.0 <= ls <= 1.0:
+        raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {ls}")
+
+    # Checked against huggingface/trl, trl/trainer/dpo_trainer.py (DPOTrainer.dpo_loss): same logits, the
+    # same four formulas, rewards beta * (policy - ref).detach(); IPO's length averaging happens upstream there.
+    logits = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)  # (B,)
+    if loss_type == "sigmoid":
+        losses = -F.logsigmoid(beta * logits) * (1 - ls) - F.logsigmoid(-beta * logits) * ls
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - beta * logits)
+    elif loss_type == "ipo":
+        losses = (logits - 1 / (2 * beta)) ** 2
+    else:  # robust
+        losses = (-F.logsigmoid(beta * logits) * (1 - ls) + F.logsigmoid(-beta * logits) * ls) / (1 - 2 * ls)
+    chosen_rewards = beta * (policy_chosen - ref_chosen).detach()
+    rejected_rewards = beta * (policy_rejected - ref_rejected).detach()
+    return losses, chosen_rewards, rejected_rewards
+
+
+def kto_loss(policy_logps, ref_logps, desirable, kl, beta=0.1, desirable_weight=1.0, undesirable_weight=1.0):
+    """Per-example KTO loss (Ethayarajh et al. 2024, eq. 7), as in TRL's ``KTOTrainer.kto_loss``.
+
+    Introduced in ``06_dpo``. Intuition: no pairs, just a thumbs up or down per answer. The implicit
+    reward ``logratio = policy - ref`` is compared with a reference point z, an estimate of
+    KL(policy || ref) (TRL: the mean log-ratio on mismatched prompt/answer pairs), treated as a
+    constant; the sigmoid saturates, like prospect theory's value function:
+
+        z = clamp(kl, min=0).detach()
+        desirable:   w_d * (1 - sigmoid(beta * (logratio - z)))
+        undesirable: w_u * (1 - sigmoid(beta * (z - logratio)))
+
+    (``1 - sigmoid(x)`` is computed as ``sigmoid(-x)``, the same number without cancellation.)
+
+    Args:
+        policy_logps, ref_logps: (B,) sequence log-probs of each answer.
+        desirable: (B,) bool or 0/1; True for a thumbs up.
+        kl: float or tensor broadcasting to (B,) (usually a scalar); the KL estimate.
+        beta: > 0.
+        desirable_weight, undesirable_weight: >= 0; w_d and w_u, to balance unequal counts.
+
+    Returns:
+        (B,) losses.
+    """
+    fn = "kto_loss"
+    _checks.same_shape(fn, policy_logps=policy_logps, ref_logps=ref_logps, desirable=torch.as_tensor(desirable))
+    beta = _checks.positive(fn, "beta", beta)
+    w_d = _checks.non_negative(fn, "desirable_weight", desirable_weight)
+    w_u = _checks.non_negative(fn, "undesirable_weight", undesirable_weight)
+    desirable = _checks.as_float(fn, "desirable", desirable, policy_logps).bool()
+    kl = torch.as_tensor(kl, dtype=policy_logps.dtype, device=policy_logps.device)
+    _checks.broadcasts_to(fn, "kl", kl, "policy_logps", policy_logps)
+
+    # Checked against huggingface/trl, trl/trainer/kto_trainer.py (KTOTrainer.kto_loss): kl detached and
+    # clamped at 0, the two sigmoids below, the weights applied per example.
+    z = kl.clamp(min=0).detach()
+    logratio = policy_logps - ref_logps  # (B,)
+    desirable_losses = w_d * torch.sigmoid(-beta * (logratio - z))  # = w_d * (1 - sigmoid(beta*(logratio - z)))
+    undesirable_losses = w_u * torch.sigmoid(-beta * (z - logratio))  # = w_u * (1 - sigmoid(beta*(z - logratio)))
+    return torch.where(desirable, desirable_losses, undesirable_losses)
