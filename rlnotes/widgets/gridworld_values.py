@@ -3,9 +3,11 @@ the slip probability and gamma."""
 
 from __future__ import annotations
 
+import io
+
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
-from IPython.display import display
+from matplotlib.figure import Figure
+from IPython.display import Image, display
 
 from rlnotes import plots
 from rlnotes.algos import tabular
@@ -36,16 +38,18 @@ def view():
     slip = widgets.FloatSlider(value=0.2, min=0.0, max=0.8, step=0.05, description="slip")
     gamma = widgets.FloatSlider(value=1.0, min=0.5, max=1.0, step=0.01, description="gamma")
     out = widgets.Output()
-    with plt.ioff():
-        fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig = Figure(figsize=(5, 3.6))  # not a pyplot figure: shown only inside the widget, never twice
+    ax = fig.subplots()
 
     def redraw(_=None):
         mdp, v, policy = optimal_solution(step.value, slip.value, gamma.value)
         ax.clear()
         plots.draw_gridworld(mdp, v, policy, ax=ax, title=f"V* and the optimal policy: V*(S) = {v[mdp.start]:.3f}")
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=90)
         with out:
             out.clear_output(wait=True)
-            display(fig)
+            display(Image(data=png.getvalue()))
 
     for slider in (step, slip, gamma):
         slider.observe(redraw, names="value")
