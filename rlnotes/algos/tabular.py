@@ -339,7 +339,7 @@ def td0_evaluation(env, policy, gamma, episodes, alpha=0.1, alpha_power=0.0, v_e
     _check_learning("td0_evaluation", gamma, episodes, alpha, alpha_power)
     _check_policy(env.mdp, policy, "td0_evaluation")
     rng = np.random.default_rng(seed)
-    probs = policy.double().numpy()
+    cumulative = policy.double().cumsum(-1).numpy()  # (S, A): sample a ~ pi(.|s) by inverting the CDF
     v = torch.zeros(env.mdp.n_states, dtype=torch.float64)
     visits = np.zeros(env.mdp.n_states, dtype=np.int64)
     history = _new_history(v_exact)
@@ -347,7 +347,7 @@ def td0_evaluation(env, policy, gamma, episodes, alpha=0.1, alpha_power=0.0, v_e
         state, _ = env.reset(seed=seed if episode == 0 else None)
         total, length, done = 0.0, 0, False
         while not done:
-            action = int(rng.choice(len(probs[state]), p=probs[state]))
+            action = min(int(np.searchsorted(cumulative[state], rng.random(), side="right")), len(cumulative[state]) - 1)
             next_state, reward, terminated, truncated, _ = env.step(action)
             visits[state] += 1
             # Truncated: s' is a real state whose future was cut by the time limit, so V(s') is

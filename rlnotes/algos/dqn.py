@@ -1,0 +1,320 @@
+"""DQN: a Q-network learned by TD from a replay buffer, with a target network (Mnih et al. 2015).
+
+Introduced in notebook 01 (value learning). Q-learning's update with a network in place of the table:
+
+    target   y = r + gamma * (1 - terminated) * max_a' Q_target(s', a')    (rlnotes.advantages.td_target)
+    loss     Huber(Q(s, a) - y), averaged over a minibatch drawn from the replay buffer
+
+Two devices keep it stable: the replay buffer breaks up the correlation between consecutive
+transitions, and the target network (a lagged copy of Q) keeps the target from moving with every
+gradient step. The defaults are RL Zoo's tuned hyperparameters for CartPole-v1
+(rl-baselines3-zoo, hyperparams/dqn.yml), renamed: train_freq -> train_every,
+target_update_interval -> target_update_every, exploration_final_eps -> end_epsilon.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from rlnotes.advantages import td_target
+from rlnotes.envs import final_next_obs, make_vec
+from rlnotes.nets import QNetwork, flat_size
+from rlnotes.utils import seed_everything
+
+__all__ = [
+    "Config", "ReplayBuffer", "linear_schedule", "dqn_targets", "dqn_loss", "epsilon_greedy_actions", "collect",
+    "evaluate", "train",
+]
+
+EVAL_SEED_OFFSET = 10_000  # evaluation episodes use seeds the training envs never see
+FINAL_EVAL_SEED_OFFSET = 20_000  # and the final evaluation yet others
+
+
+@dataclass
+class Config:
+    env: str = field(default="CartPole-v1", metadata={"help": "gymnasium id: Box observations, Discrete actions"})
+    seed: int = field(default=1, metadata={"help": "seed of python, numpy, torch and the envs"})
+    total_steps: int = field(default=50_000, metadata={"help": "budget of environment steps (all envs together)"})
+    num_envs: int = field(default=1, metadata={"help": "parallel environments collecting transitions"})
+    learning_rate: float = field(default=2.3e-3, metadata={"help": "Adam step size"})
+    buffer_size: int = field(default=100_000, metadata={"help": "replay buffer capacity, in transitions"})
+    batch_size: int = field(default=64, metadata={"help": "transitions per gradient step"})
+    gamma: float = field(default=0.99, metadata={"help": "discount factor, in [0, 1]"})
+    learning_starts: int = field(default=1_000, metadata={"help": "env steps of collection before the first update"})
+    train_every: int = field(default=256, metadata={"help": "env steps between two training phases"})
+    gradient_steps: int = field(default=128, metadata={"help": "gradient steps in each training phase"})
+    target_update_every: int = field(default=10, metadata={"help": "env steps between copies of Q into the target network"})
+    start_epsilon: float = field(default=1.0, metadata={"help": "exploration probability at the start"})
+    end_epsilon: float = field(default=0.04, metadata={"help": "exploration probability after the decay"})
+    exploration_fraction: float = field(default=0.16, metadata={"help": "fraction of total_steps over which epsilon decays linearly"})
+    hidden_size: int = field(default=256, metadata={"help": "units in each hidden layer of the Q-network"})
+    hidden_layers: int = field(default=2, metadata={"help": "number of hidden layers of the Q-network"})
+    max_grad_norm: float = field(default=10.0, metadata={"help": "clip the gradient's global norm to this"})
+    double_q: bool = field(default=False, metadata={"help": "double DQN: choose a' with Q, value it with Q_target"})
+    eval_every: int = field(default=2_048, metadata={"help": "env steps between greedy evaluations (not timed)"})
+    eval_episodes: int = field(default=10, metadata={"help": "greedy episodes per evaluation, and in the final one"})
+    stop_when_solved: bool = field(default=True, metadata={"help": "stop once an evaluation reaches the env's reward_threshold"})
+    num_threads: int = field(default=1, metadata={"help": "torch.set_num_threads; 1 is fastest for small nets"})
+    progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+
+    def __post_init__(self):
+        for name in ("total_steps", "num_envs", "buffer_size", "batch_size", "train_every", "gradient_steps",
+                     "target_update_every", "hidden_size", "eval_every", "eval_episodes", "num_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"dqn.Config: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("gamma", "start_epsilon", "end_epsilon", "exploration_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"dqn.Config: {name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("learning_starts", "hidden_layers", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"dqn.Config: {name} must be >= 0, got {getattr(self, name)}")
+        if not self.learning_rate > 0 or not self.max_grad_norm > 0:
+            raise ValueError(
+                f"dqn.Config: learning_rate and max_grad_norm must be > 0, got {self.learning_rate}, {self.max_grad_norm}"
+            )
+
+    @property
+    def exploration_steps(self) -> int:
+        """Env steps over which epsilon goes from start_epsilon to end_epsilon."""
+        return int(self.exploration_fraction * self.total_steps)
+
+
+# ---- pieces: buffer, schedule, target, loss, evaluation ---------------------------------------
+
+
+class ReplayBuffer:
+    """A ring buffer of transitions (s, a, r, s', terminated); when full, the oldest are overwritten.
+
+    s' is the TRUE next observation (the final one when an episode ended), so a truncated
+    transition is bootstrapped like any other; that is why `truncated` is not stored.
+    Stored in numpy (cheap row writes), handed out as torch tensors.
+    """
+
+    def __init__(self, capacity: int, obs_shape: tuple):
+        self.capacity, self.size, self.next_index = capacity, 0, 0
+        self.obs = np.zeros((capacity, *obs_shape), dtype=np.float32)
+        self.next_obs = np.zeros((capacity, *obs_shape), dtype=np.float32)
+        self.actions = np.zeros(capacity, dtype=np.int64)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs, actions, rewards, next_obs, terminated) -> None:
+        """Store N transitions: obs, next_obs (N, *obs_shape); actions, rewards, terminated (N,)."""
+        n = len(actions)
+        rows = (self.next_index + np.arange(n)) % self.capacity  # (N,) slots, wrapping around
+        self.obs[rows] = obs
+        self.next_obs[rows] = next_obs
+        self.actions[rows] = actions
+        self.rewards[rows] = rewards
+        self.terminated[rows] = terminated
+        self.next_index = (self.next_index + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict:
+        """B transitions drawn uniformly with replacement: obs, next_obs (B, *obs_shape); the rest (B,)."""
+        if self.size == 0:
+            raise ValueError("ReplayBuffer.sample: the buffer is empty")
+        rows = torch.randint(self.size, (batch_size,), generator=generator).numpy()
+        return {
+            "obs": torch.from_numpy(self.obs[rows]),
+            "actions": torch.from_numpy(self.actions[rows]),
+            "rewards": torch.from_numpy(self.rewards[rows]),
+            "next_obs": torch.from_numpy(self.next_obs[rows]),
+            "terminated": torch.from_numpy(self.terminated[rows]),
+        }
+
+
+def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
+    """`start` at step 0, `end` from step `duration` on, a straight line in between (epsilon's decay)."""
+    if duration <= 0:
+        return end
+    return start + min(step / duration, 1.0) * (end - start)
+
+
+def dqn_targets(target_net, rewards, next_obs, terminated, gamma, q_net=None) -> torch.Tensor:
+    """y = r + gamma * (1 - terminated) * max_a' Q_target(s', a'), computed without gradient.
+
+    rewards, terminated: (B,); next_obs: (B, obs_size), the true next observations (the final
+    observation after a truncation, never the reset one). Returns y (B,).
+    With `q_net` (double DQN, van Hasselt et al. 2016): a' = argmax_a' Q(s', a'), valued by Q_target,
+    which removes the max's upward bias.
+    """
+    with torch.no_grad():
+        next_q = target_net(next_obs)  # (B, A)
+        if q_net is None:
+            next_values = next_q.max(-1).values  # (B, A) -> (B,)
+        else:
+            best = q_net(next_obs).argmax(-1, keepdim=True)  # (B, 1)
+            next_values = next_q.gather(-1, best).squeeze(-1)  # (B, A) -> (B,)
+        return td_target(rewards, next_values, terminated, gamma)
+
+
+def dqn_loss(q_net, target_net, batch: dict, gamma: float, double_q: bool = False):
+    """Huber loss between Q(s, a) and the TD target, on a batch from `ReplayBuffer.sample`.
+
+    Returns (loss (), q_taken (B,)): q_taken is Q(s, a) of the actions taken, for diagnostics.
+    """
+    targets = dqn_targets(target_net, batch["rewards"], batch["next_obs"], batch["terminated"], gamma,
+                          q_net if double_q else None)  # (B,)
+    q_taken = q_net(batch["obs"]).gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # (B, A) -> (B,)
+    return F.smooth_l1_loss(q_taken, targets), q_taken.detach()
+
+
+def epsilon_greedy_actions(q_net, obs: torch.Tensor, epsilon: float, generator=None) -> torch.Tensor:
+    """With probability epsilon a uniform random action, else argmax_a Q(s, a): obs (N, obs_size) -> (N,)."""
+    with torch.no_grad():
+        q_values = q_net(obs)  # (N, A)
+    n, n_actions = q_values.shape
+    random_actions = torch.randint(n_actions, (n,), generator=generator)
+    explore = torch.rand(n, generator=generator) < epsilon
+    return torch.where(explore, random_actions, q_values.argmax(-1))
+
+
+def collect(envs, q_net, obs: np.ndarray, epsilon: float, buffer: ReplayBuffer, generator=None):
+    """One epsilon-greedy step of every env, stored in `buffer`. obs (N, obs_size). Returns (next_obs, info).
+
+    Bootstrap through truncation, not through termination: the buffer gets the TRUE s' (the final
+    observation where an episode ended: SAME_STEP autoreset has already put the next episode's
+    first observation in next_obs) and only `terminated`, so a time-limit cut is bootstrapped.
+    """
+    actions = epsilon_greedy_actions(q_net, torch.as_tensor(obs, dtype=torch.float32), epsilon, generator)  # (N,)
+    next_obs, rewards, terminated, truncated, info = envs.step(actions.numpy())
+    buffer.add(obs, actions.numpy(), rewards, final_next_obs(next_obs, info), terminated)
+    return next_obs, info
+
+
+def evaluate(q_net, env_id: str, episodes: int, seed: int) -> list:
+    """Undiscounted returns of `episodes` greedy episodes (epsilon = 0), one per env, seeds seed, seed+1, ..."""
+    envs = make_vec(env_id, episodes, seed=seed)
+    obs, _ = envs.reset(seed=seed)
+    returns = np.full(episodes, np.nan)
+    running = np.zeros(episodes)
+    while np.isnan(returns).any():
+        actions = q_net.greedy(torch.as_tensor(obs, dtype=torch.float32))
+        obs, rewards, terminated, truncated, _ = envs.step(actions.numpy())
+        running += rewards
+        ended = terminated | truncated
+        first_end = ended & np.isnan(returns)  # only each env's first episode counts
+        returns[first_end] = running[first_end]
+        running[ended] = 0.0
+    envs.close()
+    return returns.tolist()
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+    """Did the step counter pass a multiple of `every` when it went from `before` to `after`?"""
+    return after // every > before // every
+
+
+def _check_spaces(envs) -> None:
+    if not isinstance(envs.single_action_space, gym.spaces.Discrete):
+        raise ValueError(f"dqn: needs Discrete actions, got {envs.single_action_space}")
+    flat_size(envs.single_observation_space)  # raises unless Box
+
+
+# ---- the training loop ------------------------------------------------------------------------
+
+
+def train(config: Config, progress=None) -> dict:
+    """Train DQN; return the history (dict of lists and numbers) plus the trained network under "agent".
+
+    progress(record) is called after each evaluation with a small dict (step, eval_mean, epsilon,
+    loss, train_seconds). Keys of the history:
+        episode_steps, episode_returns         each finished training episode (exploration included)
+        train_steps, losses, q_means           each training phase: mean Huber loss and mean Q(s, a)
+        eval_steps, eval_means, eval_seconds   each evaluation; eval_seconds = training time so far
+        solved_step, solved_seconds            first evaluation at the env's reward_threshold (or None)
+        train_seconds, env_steps               totals (evaluation time excluded)
+        eval_returns, eval_mean                the final evaluation, on seeds not used before
+        agent                                  the trained QNetwork
+    """
+    # seed
+    torch.set_num_threads(config.num_threads)
+    generator = seed_everything(config.seed)
+
+    # envs
+    envs = make_vec(config.env, config.num_envs, seed=config.seed)
+    _check_spaces(envs)
+    obs_shape = envs.single_observation_space.shape
+    n_actions = int(envs.single_action_space.n)
+    threshold = gym.spec(config.env).reward_threshold if config.stop_when_solved else None
+
+    # nets and optimizer
+    q_net = QNetwork(flat_size(envs.single_observation_space), n_actions, (config.hidden_size,) * config.hidden_layers)
+    target_net = copy.deepcopy(q_net).requires_grad_(False)
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=config.learning_rate, fused=True)  # fused: one kernel, ~3x faster on CPU
+
+    # storage
+    buffer = ReplayBuffer(config.buffer_size, obs_shape)
+    history = {key: [] for key in ("episode_steps", "episode_returns", "train_steps", "losses", "q_means",
+                                   "eval_steps", "eval_means", "eval_seconds")}
+    history.update(solved_step=None, solved_seconds=None)
+
+    obs, _ = envs.reset(seed=config.seed)
+    step, train_seconds, loss_value = 0, 0.0, float("nan")
+    bar = tqdm(total=config.total_steps, desc="dqn", unit="step", disable=not config.progress_bar)
+    while step < config.total_steps:
+        tick = time.perf_counter()
+
+        # rollout: one epsilon-greedy step of every env, no gradient
+        epsilon = linear_schedule(config.start_epsilon, config.end_epsilon, config.exploration_steps, step)
+        next_obs, info = collect(envs, q_net, obs, epsilon, buffer, generator)
+        obs = next_obs  # continue from the reset observation where an episode ended
+        before, step = step, step + config.num_envs
+        for i in np.flatnonzero(info.get("_episode", [])):
+            history["episode_steps"].append(step)
+            history["episode_returns"].append(float(info["episode"]["r"][i]))
+
+        # learn: a phase of gradient steps on minibatches from the buffer
+        if step >= config.learning_starts and _crossed(before, step, config.train_every):
+            losses, q_means = [], []
+            for _ in range(config.gradient_steps):
+                batch = buffer.sample(config.batch_size, generator)
+                loss, q_taken = dqn_loss(q_net, target_net, batch, config.gamma, config.double_q)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(q_net.parameters(), config.max_grad_norm)
+                optimizer.step()
+                losses.append(loss.item())
+                q_means.append(q_taken.mean().item())
+            loss_value = float(np.mean(losses))
+            history["train_steps"].append(step)
+            history["losses"].append(loss_value)
+            history["q_means"].append(float(np.mean(q_means)))
+        if _crossed(before, step, config.target_update_every):
+            target_net.load_state_dict(q_net.state_dict())
+        train_seconds += time.perf_counter() - tick
+        bar.update(config.num_envs)
+
+        # diagnostics: greedy evaluation (not timed), early stop when solved
+        if _crossed(before, step, config.eval_every) or step >= config.total_steps:
+            eval_mean = float(np.mean(evaluate(q_net, config.env, config.eval_episodes, config.seed + EVAL_SEED_OFFSET)))
+            history["eval_steps"].append(step)
+            history["eval_means"].append(eval_mean)
+            history["eval_seconds"].append(train_seconds)
+            record = {"step": step, "eval_mean": eval_mean, "epsilon": epsilon, "loss": loss_value,
+                      "train_seconds": round(train_seconds, 2)}
+            bar.set_postfix(eval_mean=f"{eval_mean:.1f}", epsilon=f"{epsilon:.2f}")
+            if progress is not None:
+                progress(record)
+            if threshold is not None and eval_mean >= threshold:
+                history.update(solved_step=step, solved_seconds=train_seconds)
+                break
+    bar.close()
+    envs.close()
+
+    final_returns = evaluate(q_net, config.env, config.eval_episodes, config.seed + FINAL_EVAL_SEED_OFFSET)
+    history.update(train_seconds=train_seconds, env_steps=step, eval_returns=final_returns,
+                   eval_mean=float(np.mean(final_returns)), agent=q_net)
+    return history
