@@ -8,7 +8,7 @@ orthogonal weight matrices scaled by a gain, biases 0. The gain of a layer depen
     policy outputs (logits, Gaussian mean) gain 0.01      a near-uniform (or centred) first policy
 
 Every builder here calls `init_layer`, so changing the scheme is a one-line edit. The chapters add
-their heads to this module: a Q-network (notebook 01) now; actors and critics later.
+their heads to this module: a Q-network (notebook 01), policies and a value network (02 on).
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-__all__ = ["HIDDEN_GAIN", "VALUE_GAIN", "POLICY_GAIN", "init_layer", "mlp", "flat_size", "QNetwork"]
+__all__ = [
+    "HIDDEN_GAIN", "VALUE_GAIN", "POLICY_GAIN", "init_layer", "mlp", "flat_size", "QNetwork",
+    "CategoricalPolicy", "GaussianPolicy", "ValueNetwork", "make_policy",
+]
 
 HIDDEN_GAIN = math.sqrt(2)
 VALUE_GAIN = 1.0
@@ -75,3 +78,66 @@ class QNetwork(nn.Module):
     def greedy(self, obs: torch.Tensor) -> torch.Tensor:
         """argmax_a Q(s, a): (B, obs_size) -> actions (B,)."""
         return self(obs).argmax(-1)
+
+
+class CategoricalPolicy(nn.Module):
+    """pi(a|s) over n discrete actions: obs (B, obs_size) -> torch.distributions.Categorical, batch (B,)."""
+
+    def __init__(self, obs_size: int, n_actions: int, hidden=(64, 64), activation=nn.Tanh):
+        super().__init__()
+        self.logits = mlp(obs_size, n_actions, hidden, activation, output_gain=POLICY_GAIN)
+
+    def forward(self, obs: torch.Tensor) -> torch.distributions.Categorical:
+        return torch.distributions.Categorical(logits=self.logits(obs))  # logits (B, A)
+
+    @torch.no_grad()
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        """The most likely action, for evaluation: (B, obs_size) -> (B,)."""
+        return self.logits(obs).argmax(-1)
+
+
+class GaussianPolicy(nn.Module):
+    """pi(a|s) = N(mean(s), diag(std^2)) over a D-dimensional Box: obs (B, obs_size) -> a distribution
+    whose `log_prob(actions (B, D))` and `entropy()` are (B,) (summed over the D independent dimensions).
+
+    The log standard deviation is a learned parameter that does not depend on the state, as in
+    Spinning Up, CleanRL and Stable-Baselines3; it starts at `log_std_init`.
+    """
+
+    def __init__(self, obs_size: int, action_size: int, hidden=(64, 64), activation=nn.Tanh, log_std_init: float = 0.0):
+        super().__init__()
+        self.mean = mlp(obs_size, action_size, hidden, activation, output_gain=POLICY_GAIN)
+        self.log_std = nn.Parameter(torch.full((action_size,), float(log_std_init)))
+
+    def forward(self, obs: torch.Tensor) -> torch.distributions.Independent:
+        mean = self.mean(obs)  # (B, D)
+        normal = torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
+        return torch.distributions.Independent(normal, 1)  # log_prob sums over D: (B, D) -> (B,)
+
+    @torch.no_grad()
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        """The mean action, for evaluation: (B, obs_size) -> (B, D)."""
+        return self.mean(obs)
+
+
+class ValueNetwork(nn.Module):
+    """V(s): obs (B, obs_size) -> values (B,), squeezed, so that `values - returns` never
+    broadcasts (B, 1) against (B,) into a (B, B) matrix: a classic silent bug."""
+
+    def __init__(self, obs_size: int, hidden=(64, 64), activation=nn.Tanh):
+        super().__init__()
+        self.net = mlp(obs_size, 1, hidden, activation, output_gain=VALUE_GAIN)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).squeeze(-1)  # (B, 1) -> (B,)
+
+
+def make_policy(observation_space: gym.spaces.Space, action_space: gym.spaces.Space, hidden=(64, 64),
+                activation=nn.Tanh, log_std_init: float = 0.0) -> nn.Module:
+    """A CategoricalPolicy for Discrete actions, a GaussianPolicy for Box actions."""
+    obs_size = flat_size(observation_space)
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalPolicy(obs_size, int(action_space.n), hidden, activation)
+    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        return GaussianPolicy(obs_size, action_space.shape[0], hidden, activation, log_std_init)
+    raise ValueError(f"make_policy: actions must be Discrete or a 1-d Box, got {action_space}")

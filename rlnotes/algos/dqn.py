@@ -25,17 +25,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rlnotes.advantages import td_target
+from rlnotes.algos.common import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, evaluate
 from rlnotes.envs import final_next_obs, make_vec
 from rlnotes.nets import QNetwork, flat_size
 from rlnotes.utils import seed_everything
 
 __all__ = [
-    "Config", "ReplayBuffer", "linear_schedule", "dqn_targets", "dqn_loss", "epsilon_greedy_actions", "collect",
-    "evaluate", "train",
+    "Config", "ReplayBuffer", "linear_schedule", "dqn_targets", "dqn_loss", "epsilon_greedy_actions", "collect", "train",
 ]
 
-EVAL_SEED_OFFSET = 10_000  # evaluation episodes use seeds the training envs never see
-FINAL_EVAL_SEED_OFFSET = 20_000  # and the final evaluation yet others
 
 
 @dataclass
@@ -194,24 +192,6 @@ def collect(envs, q_net, obs: np.ndarray, epsilon: float, buffer: ReplayBuffer, 
     return next_obs, info
 
 
-def evaluate(q_net, env_id: str, episodes: int, seed: int) -> list:
-    """Undiscounted returns of `episodes` greedy episodes (epsilon = 0), one per env, seeds seed, seed+1, ..."""
-    envs = make_vec(env_id, episodes, seed=seed)
-    obs, _ = envs.reset(seed=seed)
-    returns = np.full(episodes, np.nan)
-    running = np.zeros(episodes)
-    while np.isnan(returns).any():
-        actions = q_net.greedy(torch.as_tensor(obs, dtype=torch.float32))
-        obs, rewards, terminated, truncated, _ = envs.step(actions.numpy())
-        running += rewards
-        ended = terminated | truncated
-        first_end = ended & np.isnan(returns)  # only each env's first episode counts
-        returns[first_end] = running[first_end]
-        running[ended] = 0.0
-    envs.close()
-    return returns.tolist()
-
-
 def _crossed(before: int, after: int, every: int) -> bool:
     """Did the step counter pass a multiple of `every` when it went from `before` to `after`?"""
     return after // every > before // every
@@ -299,7 +279,7 @@ def train(config: Config, progress=None) -> dict:
 
         # diagnostics: greedy evaluation (not timed), early stop when solved
         if _crossed(before, step, config.eval_every) or step >= config.total_steps:
-            eval_mean = float(np.mean(evaluate(q_net, config.env, config.eval_episodes, config.seed + EVAL_SEED_OFFSET)))
+            eval_mean = float(np.mean(evaluate(q_net.greedy, config.env, config.eval_episodes, config.seed + EVAL_SEED_OFFSET)))
             history["eval_steps"].append(step)
             history["eval_means"].append(eval_mean)
             history["eval_seconds"].append(train_seconds)
@@ -314,7 +294,7 @@ def train(config: Config, progress=None) -> dict:
     bar.close()
     envs.close()
 
-    final_returns = evaluate(q_net, config.env, config.eval_episodes, config.seed + FINAL_EVAL_SEED_OFFSET)
+    final_returns = evaluate(q_net.greedy, config.env, config.eval_episodes, config.seed + FINAL_EVAL_SEED_OFFSET)
     history.update(train_seconds=train_seconds, env_steps=step, eval_returns=final_returns,
                    eval_mean=float(np.mean(final_returns)), agent=q_net)
     return history

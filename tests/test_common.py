@@ -1,0 +1,87 @@
+"""The shared plumbing: policies and value nets (nets.py), rollout collection and evaluation (algos/common.py)."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rlnotes import nets
+from rlnotes.algos.common import collect_rollout, env_actions, evaluate
+from rlnotes.envs import make_vec
+
+
+def test_gaussian_log_prob_is_the_sum_of_the_closed_form_densities():
+    torch.manual_seed(0)
+    policy = nets.GaussianPolicy(3, 2, log_std_init=-0.5)
+    obs, actions = torch.randn(5, 3), torch.randn(5, 2)
+    dist = policy(obs)
+    mean, std = policy.mean(obs), math.exp(-0.5)
+    by_hand = (-((actions - mean) ** 2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    torch.testing.assert_close(dist.log_prob(actions), by_hand)
+    entropy = 2 * (0.5 + 0.5 * math.log(2 * math.pi) + math.log(std))  # D * entropy of N(., std^2)
+    torch.testing.assert_close(dist.entropy(), torch.full((5,), entropy))
+
+
+def test_new_policies_start_near_uniform_and_values_are_squeezed():
+    torch.manual_seed(0)
+    policy = nets.make_policy(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(3))
+    probs = policy(torch.randn(8, 4)).probs
+    assert probs.shape == (8, 3) and (probs - 1 / 3).abs().max() < 0.02  # output gain 0.01
+    assert nets.ValueNetwork(4)(torch.randn(8, 4)).shape == (8,)
+    assert isinstance(nets.make_policy(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Box(-2, 2, (1,))), nets.GaussianPolicy)
+    with pytest.raises(ValueError, match="make_policy"):
+        nets.make_policy(gym.spaces.Box(-1, 1, (4,)), gym.spaces.MultiDiscrete([2, 2]))
+
+
+def test_env_actions_clip_only_boxes():
+    box = gym.spaces.Box(-2.0, 2.0, (1,))
+    np.testing.assert_array_equal(env_actions(torch.tensor([[3.0], [-0.5]]), box), [[2.0], [-0.5]])
+    np.testing.assert_array_equal(env_actions(torch.tensor([1, 0]), gym.spaces.Discrete(2)), [1, 0])
+
+
+class Position(torch.nn.Module):
+    """A 'value network' that returns the cart position, so V(final obs) and V(reset obs) differ visibly."""
+
+    def forward(self, obs):
+        return obs[:, 0] * 100.0
+
+
+def test_rollout_bootstraps_a_truncated_episode_from_its_final_observation():
+    envs = make_vec("CartPole-v1", 2, seed=3, max_episode_steps=5)  # truncate after 5 steps
+    obs, _ = envs.reset(seed=3)
+    policy = nets.CategoricalPolicy(4, 2)
+    rollout, next_obs = collect_rollout(envs, policy, Position(), obs, num_steps=7)
+    assert rollout.rewards.shape == rollout.values.shape == rollout.next_values.shape == (7, 2)
+    assert rollout.truncated[4].all() and not rollout.truncated[:4].any()  # the cut, in both envs
+    # Where no episode ended, V(s_{t+1}) is the value stored at t+1.
+    torch.testing.assert_close(rollout.next_values[:4], rollout.values[1:5])
+    # At the cut, the next stored obs is the NEW episode's first: the bootstrap must not use it...
+    assert (rollout.next_values[4] - rollout.values[5]).abs().min() > 1e-3
+    # ...but the final observation of the cut episode, which we replay to know it.
+    replay = gym.make("CartPole-v1", max_episode_steps=5)
+    replay_obs, _ = replay.reset(seed=3)
+    for action in rollout.actions[:5, 0]:
+        replay_obs, *_ = replay.step(int(action))
+    assert rollout.next_values[4, 0].item() == pytest.approx(100.0 * replay_obs[0], abs=1e-4)
+    torch.testing.assert_close(rollout.logp, policy(rollout.obs.reshape(14, 4)).log_prob(rollout.actions.reshape(14)).reshape(7, 2))
+    assert rollout.episode_lengths == [5, 5] and rollout.episode_returns == [5.0, 5.0]
+    assert next_obs.shape == (2, 4)
+
+
+def test_evaluate_matches_a_hand_loop():
+    def always_right(obs):
+        return torch.ones(len(obs), dtype=torch.long)
+
+    returns = evaluate(always_right, "CartPole-v1", 3, seed=11)
+    for k, ret in enumerate(returns):
+        env = gym.make("CartPole-v1")
+        env.reset(seed=11 + k)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(1)
+            total, done = total + reward, terminated or truncated
+        assert ret == total
+    with pytest.raises(ValueError, match="episodes"):
+        evaluate(always_right, "CartPole-v1", 0, seed=0)
