@@ -34,7 +34,7 @@ lab: $(VENV)/.course
 # Unit tests, every notebook executed top to bottom in fast mode, the nbgrader round trip.
 test: $(VENV)/.test
 	RLNOTES_FAST=1 $(BIN)/python -m pytest tests notebooks \
-		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider -v
 
 unit: $(VENV)/.test
 	$(BIN)/python -m pytest tests -m "not slow"

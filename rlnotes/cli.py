@@ -16,6 +16,7 @@ import importlib
 import json
 import math
 import sys
+from pathlib import Path
 
 __all__ = ["CHAPTERS", "ALGORITHMS", "main", "config_from_args"]
 
@@ -31,6 +32,9 @@ CHAPTERS = {
     "07_grpo": "GRPO: group-relative advantages on a verifiable reward",
     "08_rlhf": "RLHF: SFT, a reward model, and PPO against it",
 }
+
+# Where the notebooks are when the package runs from a checkout (`pip install -e .`, as `make` does).
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 # algorithm name -> module that defines Config and train(config, progress=None)
 ALGORITHMS = {
@@ -87,6 +91,16 @@ def _print_json(record: dict) -> None:
     print(json.dumps(_jsonable(record)), flush=True)
 
 
+def chapter_lines(notebook_dir: Path = NOTEBOOK_DIR) -> list[str]:
+    """One line a chapter: the notebook's file stem and what it teaches; chapters whose notebook is
+    not in `notebook_dir` yet are marked "(planned)" (when the folder exists at all)."""
+    lines = []
+    for stem, summary in CHAPTERS.items():
+        planned = notebook_dir.is_dir() and not (notebook_dir / f"{stem}.ipynb").exists()
+        lines.append(f"{stem:<20} {summary}" + ("  (planned)" if planned else ""))
+    return lines
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlnotes",
@@ -107,8 +121,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "chapters":
-        for stem, summary in CHAPTERS.items():
-            print(f"{stem:<20} {summary}")
+        for line in chapter_lines():
+            print(line)
         return 0
     if args.command == "train":
         if args.algorithm is None:

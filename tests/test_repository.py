@@ -82,3 +82,7 @@ def test_console_script_help_and_chapters():
     listing = subprocess.run([str(script), "chapters"], capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(listing) == len(cli.CHAPTERS)
     assert listing[0].startswith("00_notation") and "Q*" in listing[0]
+    written = {path.stem for path in NOTEBOOKS}
+    for line, stem in zip(listing, cli.CHAPTERS):
+        assert line.startswith(stem)
+        assert line.endswith("(planned)") == (stem not in written), line
