@@ -42,6 +42,14 @@ unit: $(VENV)/.test
 notebooks: $(VENV)/.test
 	RLNOTES_FAST=1 $(BIN)/python -m pytest notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
+$(VENV)/.bench: pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) -e ".[bench]"
+	touch $@ $(VENV)/.course
+
+# rlnotes beside Stable-Baselines3 / sb3-contrib, one run; results in benchmarks/results/ (about an hour).
+bench: $(VENV)/.bench
+	$(BIN)/rlnotes bench --out benchmarks/results
+
 assignments: $(VENV)/.test
 	$(BIN)/python -m rlnotes.assignments build/nbgrader
 

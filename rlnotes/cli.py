@@ -2,6 +2,7 @@
 
     rlnotes chapters                                   one line a notebook
     rlnotes train dqn --env CartPole-v1 --seed 1       JSON lines of progress, then the final result
+    rlnotes bench --seeds 5                            side by side with Stable-Baselines3 (bench extra)
 
 Each trainable algorithm is a module `rlnotes.algos.<name>` with a `Config` dataclass (each field
 carries its help text in `metadata["help"]`) and `train(config, progress=None) -> history`. The
@@ -109,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("chapters", help="list the course's notebooks, one line each")
+    commands.add_parser("bench", add_help=False,
+                        help="compare with Stable-Baselines3 / sb3-contrib (needs the bench extra; `rlnotes bench --help`)")
     train = commands.add_parser("train", help="train an algorithm and print JSON progress and the final evaluation")
     algos = train.add_subparsers(dest="algorithm", metavar="ALGORITHM")
     for name, module in _available_algorithms().items():
@@ -118,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its own options: rlnotes.bench parses them
+        from rlnotes import bench
+
+        return bench.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "chapters":

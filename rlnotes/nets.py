@@ -21,7 +21,7 @@ from torch import nn
 
 __all__ = [
     "HIDDEN_GAIN", "VALUE_GAIN", "POLICY_GAIN", "init_layer", "mlp", "flat_size", "QNetwork",
-    "CategoricalPolicy", "GaussianPolicy", "ValueNetwork", "make_policy",
+    "CategoricalPolicy", "GaussianPolicy", "ValueNetwork", "make_policy", "QCritic",
 ]
 
 HIDDEN_GAIN = math.sqrt(2)
@@ -80,6 +80,10 @@ class QNetwork(nn.Module):
         return self(obs).argmax(-1)
 
 
+# The policies below build their distributions with validate_args=False: argument checks cost more
+# than the tiny network's forward pass, on every env step of a rollout.
+
+
 class CategoricalPolicy(nn.Module):
     """pi(a|s) over n discrete actions: obs (B, obs_size) -> torch.distributions.Categorical, batch (B,)."""
 
@@ -88,7 +92,15 @@ class CategoricalPolicy(nn.Module):
         self.logits = mlp(obs_size, n_actions, hidden, activation, output_gain=POLICY_GAIN)
 
     def forward(self, obs: torch.Tensor) -> torch.distributions.Categorical:
-        return torch.distributions.Categorical(logits=self.logits(obs))  # logits (B, A)
+        return torch.distributions.Categorical(logits=self.logits(obs), validate_args=False)  # logits (B, A)
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor) -> torch.Tensor:
+        """Actions drawn from pi(.|s): (B, obs_size) -> (B,). The same distribution as
+        `self(obs).sample()`, by the Gumbel-max trick (argmax of logits + Gumbel noise), without
+        building a distribution object: the cheapest way to act, step after step, in a rollout."""
+        logits = self.logits(obs)  # (B, A)
+        return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)  # -log(Exp(1)) ~ Gumbel
 
     @torch.no_grad()
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
@@ -111,8 +123,14 @@ class GaussianPolicy(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.distributions.Independent:
         mean = self.mean(obs)  # (B, D)
-        normal = torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
-        return torch.distributions.Independent(normal, 1)  # log_prob sums over D: (B, D) -> (B,)
+        normal = torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean), validate_args=False)
+        return torch.distributions.Independent(normal, 1, validate_args=False)  # log_prob sums over D: (B, D) -> (B,)
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor) -> torch.Tensor:
+        """Actions drawn from pi(.|s): (B, obs_size) -> (B, D), as `self(obs).sample()` but cheaper."""
+        mean = self.mean(obs)  # (B, D)
+        return mean + self.log_std.exp() * torch.randn_like(mean)
 
     @torch.no_grad()
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
@@ -141,3 +159,33 @@ def make_policy(observation_space: gym.spaces.Space, action_space: gym.spaces.Sp
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
         return GaussianPolicy(obs_size, action_space.shape[0], hidden, activation, log_std_init)
     raise ValueError(f"make_policy: actions must be Discrete or a 1-d Box, got {action_space}")
+
+
+class QCritic(nn.Module):
+    """Q(s, a) of one given action: (obs (B, obs_size), actions (B,) or (B, D)) -> values (B,). Notebook 03.
+
+    The five-step actor-critic scores the action it took, so the action is an input, as in the notes'
+    q(s, a; w): a discrete action enters one-hot (A numbers), a Box action as it is (D numbers). One
+    class thus serves CartPole and continuous tasks alike. (QNetwork, notebook 01, instead outputs
+    every action's value at once, which DQN's max needs.)
+    """
+
+    def __init__(self, obs_size: int, action_size: int, discrete: bool, hidden=(64, 64), activation=nn.Tanh):
+        super().__init__()
+        self.action_size, self.discrete = action_size, discrete
+        self.net = mlp(obs_size + action_size, 1, hidden, activation, output_gain=VALUE_GAIN)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        if self.discrete:
+            actions = nn.functional.one_hot(actions.long(), self.action_size).to(obs.dtype)  # (B,) -> (B, A)
+        return self.net(torch.cat([obs, actions], -1)).squeeze(-1)  # (B, obs + A) -> (B, 1) -> (B,)
+
+    @classmethod
+    def for_spaces(cls, observation_space: gym.spaces.Space, action_space: gym.spaces.Space, hidden=(64, 64),
+                   activation=nn.Tanh) -> "QCritic":
+        """A QCritic sized for a Box observation space and a Discrete or 1-d Box action space."""
+        if isinstance(action_space, gym.spaces.Discrete):
+            return cls(flat_size(observation_space), int(action_space.n), True, hidden, activation)
+        if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+            return cls(flat_size(observation_space), action_space.shape[0], False, hidden, activation)
+        raise ValueError(f"QCritic: actions must be Discrete or a 1-d Box, got {action_space}")

@@ -16,9 +16,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlnotes.divergences import kl_categorical, kl_gaussian
 from rlnotes.envs import make_vec
 
-__all__ = ["Rollout", "collect_rollout", "env_actions", "evaluate", "EVAL_SEED_OFFSET", "FINAL_EVAL_SEED_OFFSET"]
+__all__ = [
+    "Rollout", "collect_rollout", "env_actions", "evaluate", "EVAL_SEED_OFFSET", "FINAL_EVAL_SEED_OFFSET",
+    "freeze_distribution", "policy_kl",
+]
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes use seeds the training envs never see
 FINAL_EVAL_SEED_OFFSET = 20_000  # and the final evaluation yet others
@@ -71,44 +75,57 @@ class Rollout:
 def collect_rollout(envs: gym.vector.VectorEnv, policy, value_net, obs: np.ndarray, num_steps: int):
     """Run `policy` for `num_steps` steps in every env of `envs` (SAME_STEP autoreset, `envs.make_vec`).
 
-    policy(obs (N, obs_size)) -> a torch distribution; value_net(obs) -> (N,), or None (then values
+    policy: a policy of `rlnotes.nets`: policy.sample(obs (N, obs_size)) -> actions, and
+    policy(obs) -> a torch distribution (for the log-probs); value_net(obs) -> (N,), or None (then values
     and next_values are zeros: REINFORCE needs none). obs: the current observations (N, obs_size).
     Returns (rollout, next_obs): continue the next rollout from next_obs.
+
+    Speed: inside the loop only what choosing an action needs (one policy forward and a sample);
+    log-probs and values are computed after the loop in one batched forward each. The networks do
+    not change during a rollout, so the numbers are the same as step by step (tests/test_common.py).
     """
     N = envs.num_envs
-    obs_buf, action_buf, logp_buf, reward_buf, value_buf = [], [], [], [], []
-    terminated_buf, truncated_buf = [], []
+    obs_shape = envs.single_observation_space.shape
+    obs_buf = np.zeros((num_steps, N, *obs_shape), dtype=np.float32)
+    reward_buf = np.zeros((num_steps, N), dtype=np.float32)
+    terminated_buf = np.zeros((num_steps, N), dtype=bool)
+    truncated_buf = np.zeros((num_steps, N), dtype=bool)
+    action_buf = []
     final = []  # (t, env index, final observation) of each episode that ended
     episode_returns, episode_lengths = [], []
     for t in range(num_steps):
-        obs_t = torch.as_tensor(obs, dtype=torch.float32)  # (N, obs_size)
-        dist = policy(obs_t)
-        actions = dist.sample()  # (N,) or (N, D)
-        next_obs, rewards, terminated, truncated, info = envs.step(env_actions(actions, envs.single_action_space))
-        obs_buf.append(obs_t)
+        obs_buf[t] = obs
+        actions = policy.sample(torch.from_numpy(obs_buf[t]))  # (N,) or (N, D), one forward, no gradient
+        next_obs, reward_buf[t], terminated_buf[t], truncated_buf[t], info = envs.step(
+            env_actions(actions, envs.single_action_space))
         action_buf.append(actions)
-        logp_buf.append(dist.log_prob(actions))  # (N,)
-        value_buf.append(value_net(obs_t) if value_net is not None else torch.zeros(N))
-        reward_buf.append(torch.as_tensor(rewards, dtype=torch.float32))
-        terminated_buf.append(torch.as_tensor(terminated))
-        truncated_buf.append(torch.as_tensor(truncated))
-        for i in np.flatnonzero(terminated | truncated):
-            final.append((t, i, info["final_obs"][i]))  # SAME_STEP: next_obs[i] is already the next episode's
-        for i in np.flatnonzero(info.get("_episode", [])):
-            episode_returns.append(float(info["episode"]["r"][i]))
-            episode_lengths.append(int(info["episode"]["l"][i]))
+        if "_final_obs" in info:
+            for i in np.flatnonzero(info["_final_obs"]):
+                final.append((t, i, info["final_obs"][i]))  # SAME_STEP: next_obs[i] is already the next episode's
+        if "_episode" in info:
+            for i in np.flatnonzero(info["_episode"]):
+                episode_returns.append(float(info["episode"]["r"][i]))
+                episode_lengths.append(int(info["episode"]["l"][i]))
         obs = next_obs  # the classic trap: forget this and the agent replays its first observation forever
 
-    values = torch.stack(value_buf)  # (T, N)
-    last_values = value_net(torch.as_tensor(obs, dtype=torch.float32)) if value_net is not None else torch.zeros(N)
+    # after the loop: log-probs and values of all T*N states in one forward each
+    obs_all = torch.from_numpy(obs_buf)  # (T, N, obs_size)
+    actions_all = torch.stack(action_buf)  # (T, N) or (T, N, D)
+    flat_obs = obs_all.reshape(num_steps * N, *obs_shape)
+    logp = policy(flat_obs).log_prob(actions_all.reshape(num_steps * N, *actions_all.shape[2:])).reshape(num_steps, N)
+    if value_net is not None:
+        values = value_net(flat_obs).reshape(num_steps, N)  # (T*N,) -> (T, N)
+        last_values = value_net(torch.as_tensor(obs, dtype=torch.float32))  # (N,)
+    else:
+        values, last_values = torch.zeros(num_steps, N), torch.zeros(N)
     next_values = torch.cat([values[1:], last_values.unsqueeze(0)])  # (T, N): V(s_{t+1}) if no episode ended
     if final and value_net is not None:
         rows, cols, final_obs = zip(*final)
         final_values = value_net(torch.as_tensor(np.stack(final_obs), dtype=torch.float32))  # (E,)
         next_values[list(rows), list(cols)] = final_values  # where one ended: V(final observation)
     rollout = Rollout(
-        obs=torch.stack(obs_buf), actions=torch.stack(action_buf), logp=torch.stack(logp_buf),
-        rewards=torch.stack(reward_buf), terminated=torch.stack(terminated_buf), truncated=torch.stack(truncated_buf),
+        obs=obs_all, actions=actions_all, logp=logp, rewards=torch.from_numpy(reward_buf),
+        terminated=torch.from_numpy(terminated_buf), truncated=torch.from_numpy(truncated_buf),
         values=values, next_values=next_values, episode_returns=episode_returns, episode_lengths=episode_lengths,
     )
     return rollout, obs
@@ -137,3 +154,37 @@ def evaluate(act, env_id: str, episodes: int, seed: int, **env_kwargs) -> list:
         running[ended] = 0.0
     envs.close()
     return returns.tolist()
+
+
+def freeze_distribution(dist, rows=None):
+    """A detached copy of a policy's distribution, optionally restricted to some batch rows.
+
+    The old policy pi_old is data (TRPO's KL constraint, PPO's KL penalty): its parameters must not
+    receive gradient, and a minibatch needs the old distribution of its own rows only.
+    dist: Categorical (logits (B, A)) or Independent(Normal) (mean, std (B, D)), as the policies
+    of `rlnotes.nets` return; rows: an index into B (a tensor of indices, a slice) or None for all.
+    """
+    rows = slice(None) if rows is None else rows
+    if isinstance(dist, torch.distributions.Categorical):
+        return torch.distributions.Categorical(logits=dist.logits.detach()[rows])
+    if isinstance(dist, torch.distributions.Independent) and isinstance(dist.base_dist, torch.distributions.Normal):
+        normal = torch.distributions.Normal(dist.base_dist.loc.detach()[rows], dist.base_dist.scale.detach()[rows])
+        return torch.distributions.Independent(normal, 1)
+    raise ValueError(f"freeze_distribution: dist must be Categorical or Independent(Normal), got {type(dist).__name__}")
+
+
+def policy_kl(p, q):
+    """Exact KL(p || q) per state, (B,), between two policies' distributions over the same B states.
+
+    Dispatches to `rlnotes.divergences` (kl_categorical on the logits, kl_gaussian on mean and std):
+    the formulas live there. Pass the old policy as p (``freeze_distribution``) and the current one as q
+    for TRPO's constraint and PPO's penalty, KL(pi_old || pi_theta).
+    """
+    if isinstance(p, torch.distributions.Categorical) and isinstance(q, torch.distributions.Categorical):
+        return kl_categorical(p.logits, q.logits)  # (B, A) -> (B,)
+    independent = torch.distributions.Independent
+    if isinstance(p, independent) and isinstance(q, independent):
+        p_base, q_base = p.base_dist, q.base_dist
+        return kl_gaussian(p_base.loc, p_base.scale, q_base.loc, q_base.scale)  # (B, D) -> (B,)
+    raise ValueError(f"policy_kl: p and q must both be Categorical or both Independent(Normal), "
+                     f"got {type(p).__name__} and {type(q).__name__}")
