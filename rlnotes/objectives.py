@@ -14,7 +14,10 @@ import torch
 
 from . import _checks
 
-__all__ = ["pg_loss", "clipped_surrogate", "value_loss", "aggregate"]
+__all__ = [
+    "pg_loss", "probability_ratio", "surrogate_loss", "clipped_surrogate", "value_loss", "aggregate",
+    "clip_fraction", "clip_active", "explained_variance",
+]
 
 # exp(20) ~ 4.9e8: a larger probability ratio means the sample could not have come from the old
 # policy; capping the log-ratio keeps exp() finite (no inf, no inf * 0 = NaN) at extreme log-probs.
@@ -37,6 +40,46 @@ def pg_loss(logp, advantages):
     """
     _checks.broadcasts_to("pg_loss", "advantages", advantages, "logp", logp)
     return -(logp * advantages.detach()).mean()
+
+
+def probability_ratio(logp, old_logp):
+    """``r = pi(a|s) / pi_old(a|s) = exp(logp - old_logp)``, with `old_logp` detached.
+
+    Introduced in ``04_trpo``. Intuition: how much more (r > 1) or less (r < 1) likely the action has
+    become since the data was collected; r = 1 at the old parameters. The log-ratio is capped at
+    ``MAX_LOG_RATIO`` so that exp() stays finite. The old policy is data: its log-probs get no gradient.
+
+    Args:
+        logp: any shape; log-probs under the current policy, with gradient.
+        old_logp: same shape; log-probs under the policy that sampled the data.
+
+    Returns:
+        ratios, shape of `logp`.
+    """
+    _checks.same_shape("probability_ratio", logp=logp, old_logp=old_logp)
+    return torch.exp((logp - old_logp.detach()).clamp(max=MAX_LOG_RATIO))
+
+
+def surrogate_loss(logp, old_logp, advantages):
+    """TRPO's importance-sampled surrogate, per element, as a loss: ``-r * A``.
+
+    Introduced in ``04_trpo``. Intuition: the advantages were measured under the old policy; weighing
+    each sample by r = pi / pi_old estimates how the NEW policy would do on the old data, without
+    collecting new data. At the old parameters r = 1 and its gradient is the policy gradient
+    (``grad r = r * grad log pi``), so this is `pg_loss` read as a function of the new parameters.
+    TRPO maximizes its mean under a KL constraint, PPO's KL variant adds ``beta * KL`` to it.
+
+    Args:
+        logp: (B,) or (B, L); log-probs under the current policy, with gradient.
+        old_logp: same shape; log-probs under the policy that sampled the data.
+        advantages: broadcasts to `logp`.
+
+    Returns:
+        per-element loss, shape of `logp`.
+    """
+    _checks.same_shape("surrogate_loss", logp=logp, old_logp=old_logp)
+    _checks.broadcasts_to("surrogate_loss", "advantages", advantages, "logp", logp)
+    return -probability_ratio(logp, old_logp) * advantages
 
 
 def clipped_surrogate(logp, old_logp, advantages, eps=0.2, eps_high=None):
@@ -69,7 +112,7 @@ def clipped_surrogate(logp, old_logp, advantages, eps=0.2, eps_high=None):
     eps_high = eps if eps_high is None else _checks.positive("clipped_surrogate", "eps_high", eps_high)
     _checks.same_shape("clipped_surrogate", logp=logp, old_logp=old_logp)
     _checks.broadcasts_to("clipped_surrogate", "advantages", advantages, "logp", logp)
-    ratio = torch.exp((logp - old_logp.detach()).clamp(max=MAX_LOG_RATIO))
+    ratio = probability_ratio(logp, old_logp)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - eps, 1.0 + eps_high) * advantages
     return -torch.min(unclipped, clipped)
@@ -157,3 +200,69 @@ def aggregate(per_token_loss, mask, mode="grpo", max_len=None):
     max_len = _checks.positive("aggregate", "max_len", max_len)
     num_sequences = mask.numel() // mask.shape[-1]  # B, or the product of the leading dims
     return masked.sum() / (num_sequences * max_len)
+
+
+# ---- diagnostics: defined once, logged by PPO and TRPO ------------------------------------------
+
+
+def clip_fraction(logp, old_logp, eps=0.2, eps_high=None):
+    """Fraction of samples whose ratio lies outside ``[1 - eps, 1 + eps_high]`` (a 0-d tensor).
+
+    Introduced in ``05_ppo``. The diagnostic that CleanRL and Stable-Baselines3 log as ``clipfrac`` /
+    ``clip_fraction``: ``mean(|r - 1| > eps)`` for a symmetric range. A value that climbs towards
+    0.3 or more says the policy moves far within one batch (lower the learning rate or the epochs).
+    It counts ratios outside the range whatever the advantage's sign; `clip_active` counts only the
+    samples whose gradient the clip really removes.
+
+    Args:
+        logp, old_logp: same shape; log-probs under the current and the old policy.
+        eps, eps_high: the clip range, > 0 (eps_high defaults to eps).
+    """
+    eps = _checks.positive("clip_fraction", "eps", eps)
+    eps_high = eps if eps_high is None else _checks.positive("clip_fraction", "eps_high", eps_high)
+    with torch.no_grad():
+        ratio = probability_ratio(logp, old_logp)
+        outside = (ratio < 1.0 - eps) | (ratio > 1.0 + eps_high)
+        return outside.to(ratio.dtype).mean()
+
+
+def clip_active(logp, old_logp, advantages, eps=0.2, eps_high=None):
+    """Bool mask, shape of `logp`: the samples where `clipped_surrogate` takes the clipped, constant term.
+
+    Introduced in ``05_ppo``: these samples give exactly zero gradient.
+
+        A > 0 and r > 1 + eps_high     (already more likely enough)
+        A < 0 and r < 1 - eps          (already less likely enough)
+
+    Args:
+        logp, old_logp: same shape; log-probs under the current and the old policy.
+        advantages: broadcasts to `logp`.
+        eps, eps_high: the clip range, > 0 (eps_high defaults to eps).
+    """
+    eps = _checks.positive("clip_active", "eps", eps)
+    eps_high = eps if eps_high is None else _checks.positive("clip_active", "eps_high", eps_high)
+    _checks.broadcasts_to("clip_active", "advantages", advantages, "logp", logp)
+    with torch.no_grad():
+        ratio = probability_ratio(logp, old_logp)
+        return ((advantages > 0) & (ratio > 1.0 + eps_high)) | ((advantages < 0) & (ratio < 1.0 - eps))
+
+
+def explained_variance(values, returns):
+    """``1 - Var[returns - values] / Var[returns]`` (a 0-d tensor), as Stable-Baselines3 logs it.
+
+    Introduced in ``05_ppo``. Intuition: how much of the spread of the returns the critic predicts.
+    1 is a perfect critic, 0 is no better than predicting the mean, negative is worse than that.
+    When the returns are all equal the ratio is undefined and the result is NaN (as in SB3).
+
+    Args:
+        values: (B,); the critic's predictions V(s).
+        returns: (B,); the regression targets.
+    """
+    _checks.same_shape("explained_variance", values=values, returns=returns)
+    if values.numel() < 2:
+        raise ValueError(f"explained_variance: needs at least 2 samples, got values {_checks.shape_str(values)}")
+    with torch.no_grad():
+        var_returns = returns.var()
+        if var_returns == 0:
+            return torch.full((), float("nan"), dtype=returns.dtype)
+        return 1.0 - (returns - values).var() / var_returns
