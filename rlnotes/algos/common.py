@@ -166,10 +166,11 @@ def freeze_distribution(dist, rows=None):
     """
     rows = slice(None) if rows is None else rows
     if isinstance(dist, torch.distributions.Categorical):
-        return torch.distributions.Categorical(logits=dist.logits.detach()[rows])
+        return torch.distributions.Categorical(logits=dist.logits.detach()[rows], validate_args=False)
     if isinstance(dist, torch.distributions.Independent) and isinstance(dist.base_dist, torch.distributions.Normal):
-        normal = torch.distributions.Normal(dist.base_dist.loc.detach()[rows], dist.base_dist.scale.detach()[rows])
-        return torch.distributions.Independent(normal, 1)
+        base = dist.base_dist
+        normal = torch.distributions.Normal(base.loc.detach()[rows], base.scale.detach()[rows], validate_args=False)
+        return torch.distributions.Independent(normal, 1, validate_args=False)
     raise ValueError(f"freeze_distribution: dist must be Categorical or Independent(Normal), got {type(dist).__name__}")
 
 
