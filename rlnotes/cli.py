@@ -40,6 +40,8 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # algorithm name -> module that defines Config and train(config, progress=None)
 ALGORITHMS = {
     "dqn": "rlnotes.algos.dqn",
+    "trpo": "rlnotes.algos.trpo",
+    "ppo": "rlnotes.algos.ppo",
 }
 
 
