@@ -1,0 +1,291 @@
+"""PPO: several epochs of minibatch steps on one batch, kept near the old policy (Schulman et al. 2017).
+
+Introduced in notebook 05. TRPO (notebook 04) solves a constrained problem for one careful step per
+batch. PPO keeps plain first-order minibatch steps with Adam, and changes the objective instead, so
+that moving far from the policy that collected the data stops paying off. Two variants (`variant`):
+
+    clip   L = mean(min(r A, clip(r, 1 - eps, 1 + eps) A))       `objectives.clipped_surrogate`
+    kl     L = mean(r A) - beta * mean(KL(pi_old || pi))          `objectives.surrogate_loss`, exact KL
+           with beta adapted after each update by the paper's d_targ rule  `divergences.AdaptiveKL`
+
+The rest is the actor-critic machinery of notebook 03: GAE advantages, a value loss (optionally
+clipped), an entropy bonus, gradient-norm clipping, a linearly annealed learning rate.
+
+Defaults: RL Zoo's tuned PPO hyperparameters for CartPole-v1 (rl-baselines3-zoo, hyperparams/ppo.yml:
+n_envs 8, n_steps 32, batch_size 256, gae_lambda 0.8, gamma 0.98, n_epochs 20, ent_coef 0.0,
+learning_rate lin_0.001, clip_range lin_0.2, n_timesteps 1e5) with Stable-Baselines3's PPO defaults
+for the rest (vf_coef 0.5, max_grad_norm 0.5, normalize_advantage True, no value clipping; separate
+64x64 tanh policy and value networks, Adam eps 1e-5 as SB3's ActorCriticPolicy). Renamed:
+n_envs -> num_envs, n_steps -> num_steps, batch_size -> minibatch_size, n_epochs -> epochs,
+clip_range -> clip_eps (lin_ -> anneal_clip), lin_ learning rate -> anneal_lr, clip_range_vf -> value_clip.
+The KL variant's d_targ 0.01 and initial beta 1 are from the paper (sec. 4 and 6.1). For Pendulum-v1,
+`PRESETS["Pendulum-v1"]` (see there).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from rlnotes.advantages import gae, normalize
+from rlnotes.algos.common import (
+    EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, collect_rollout, evaluate, freeze_distribution, policy_kl,
+)
+from rlnotes.divergences import AdaptiveKL, kl_estimate
+from rlnotes.envs import make_vec
+from rlnotes.nets import ValueNetwork, flat_size, make_policy
+from rlnotes.objectives import clip_fraction, clipped_surrogate, explained_variance, surrogate_loss, value_loss
+from rlnotes.utils import seed_everything
+
+__all__ = ["Config", "PRESETS", "VARIANTS", "policy_loss", "train"]
+
+VARIANTS = ("clip", "kl")
+
+
+@dataclass
+class Config:
+    env: str = field(default="CartPole-v1", metadata={"help": "gymnasium id: Box observations, Discrete or Box actions"})
+    seed: int = field(default=1, metadata={"help": "seed of python, numpy, torch and the envs"})
+    total_steps: int = field(default=100_000, metadata={"help": "budget of environment steps (all envs together)"})
+    variant: str = field(default="clip", metadata={"help": "clip: the clipped surrogate; kl: surrogate - beta * KL, adaptive beta"})
+    num_envs: int = field(default=8, metadata={"help": "parallel environments collecting the rollout"})
+    num_steps: int = field(default=32, metadata={"help": "steps of each env per rollout (batch = num_envs * num_steps)"})
+    epochs: int = field(default=20, metadata={"help": "passes over each batch"})
+    minibatch_size: int = field(default=256, metadata={"help": "samples per gradient step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam step size (at the start, if annealed)"})
+    anneal_lr: bool = field(default=True, metadata={"help": "decay the learning rate linearly to 0 over total_steps"})
+    clip_eps: float = field(default=0.2, metadata={"help": "clip variant: the ratio is clipped to [1 - eps, 1 + eps]"})
+    anneal_clip: bool = field(default=True, metadata={"help": "clip variant: decay clip_eps linearly over total_steps"})
+    kl_target: float = field(default=0.01, metadata={"help": "kl variant: d_targ, the KL per update that beta aims at"})
+    kl_init_beta: float = field(default=1.0, metadata={"help": "kl variant: the starting beta"})
+    gamma: float = field(default=0.98, metadata={"help": "discount factor, in [0, 1]"})
+    gae_lambda: float = field(default=0.8, metadata={"help": "GAE lambda, in [0, 1]"})
+    normalize_advantages: bool = field(default=True, metadata={"help": "centre and scale the advantages of each minibatch"})
+    ent_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus (>= 0)"})
+    vf_coef: float = field(default=0.5, metadata={"help": "weight of the value loss"})
+    value_clip: float = field(default=0.0, metadata={"help": "clip the value change to +- this around the old values (0: off)"})
+    max_grad_norm: float = field(default=0.5, metadata={"help": "clip the gradient's global norm to this"})
+    hidden_size: int = field(default=64, metadata={"help": "units in each hidden layer (policy and critic)"})
+    hidden_layers: int = field(default=2, metadata={"help": "number of hidden layers (policy and critic)"})
+    log_std_init: float = field(default=0.0, metadata={"help": "initial log std of a Gaussian policy (Box actions)"})
+    eval_every: int = field(default=2_048, metadata={"help": "env steps between deterministic evaluations (not timed)"})
+    eval_episodes: int = field(default=10, metadata={"help": "deterministic episodes per evaluation, and in the final one"})
+    stop_when_solved: bool = field(default=True, metadata={"help": "stop once an evaluation reaches the env's reward_threshold"})
+    num_threads: int = field(default=1, metadata={"help": "torch.set_num_threads; 1 is fastest for small nets"})
+    progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"ppo.Config: variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        for name in ("total_steps", "num_envs", "num_steps", "epochs", "minibatch_size", "hidden_size", "eval_every",
+                     "eval_episodes", "num_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ppo.Config: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"ppo.Config: {name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("learning_rate", "clip_eps", "kl_target", "kl_init_beta", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ppo.Config: {name} must be > 0, got {getattr(self, name)}")
+        for name in ("ent_coef", "vf_coef", "value_clip", "hidden_layers", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ppo.Config: {name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per rollout: num_envs * num_steps."""
+        return self.num_envs * self.num_steps
+
+
+# Hyperparameters for other tasks: ppo.Config(**PRESETS["Pendulum-v1"], seed=...), or on the command line
+#   rlnotes train ppo --env Pendulum-v1 --total-steps 100000 --num-envs 4 --num-steps 1024 --epochs 10 \
+#       --minibatch-size 64 --no-anneal-clip --gamma 0.9 --gae-lambda 0.95
+# Pendulum-v1: RL Zoo's tuned values (hyperparams/ppo.yml: n_envs 4, n_steps 1024, gae_lambda 0.95, gamma 0.9,
+# n_epochs 10, learning_rate 1e-3, clip_range 0.2 constant, n_timesteps 1e5; batch_size 64 is SB3's default)
+# without gSDE (use_sde), which rlnotes does not have. The learning rate is annealed (rlnotes' default; the zoo
+# keeps it constant): with it, 3 seeds end at -178, -171 and -200 after 1e5 steps.
+PRESETS = {
+    "CartPole-v1": {},
+    "Pendulum-v1": {
+        "env": "Pendulum-v1", "total_steps": 100_000, "num_envs": 4, "num_steps": 1024, "epochs": 10,
+        "minibatch_size": 64, "learning_rate": 1e-3, "anneal_clip": False, "gamma": 0.9, "gae_lambda": 0.95,
+    },
+}
+
+
+# ---- the policy's loss: the idea of PPO ---------------------------------------------------------
+
+
+def policy_loss(dist, old_dist, actions, old_logp, advantages, variant="clip", clip_eps=0.2, beta=1.0):
+    """PPO's policy loss on a minibatch (a scalar to minimize), and the new log-probs (B,).
+
+    dist: the current policy's distribution over the B states; old_dist: pi_old's (`freeze_distribution`),
+    needed by the kl variant; actions (B,) or (B, D); old_logp, advantages (B,).
+        clip:  mean(clipped_surrogate(logp, old_logp, A, clip_eps))
+        kl:    mean(surrogate_loss(logp, old_logp, A)) + beta * mean(KL(pi_old || pi))   (exact KL per state)
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"policy_loss: variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    logp = dist.log_prob(actions)  # (B,)
+    if variant == "clip":
+        return clipped_surrogate(logp, old_logp, advantages, eps=clip_eps).mean(), logp
+    return surrogate_loss(logp, old_logp, advantages).mean() + beta * policy_kl(old_dist, dist).mean(), logp
+
+
+# ---- the training loop ----------------------------------------------------------------------
+
+
+HISTORY_KEYS = (
+    "episode_steps", "episode_returns", "update_steps", "approx_kl", "approx_kl_k1", "kl", "clip_fraction",
+    "explained_variance", "entropy", "policy_loss", "value_loss", "grad_norm", "beta", "learning_rate", "clip_eps",
+    "eval_steps", "eval_means", "eval_seconds",
+)
+
+
+def train(config: Config, progress=None) -> dict:
+    """Train PPO; return the history (dict of lists and numbers) plus the trained policy under "agent".
+
+    progress(record) is called after each evaluation with a small dict (step, eval_mean, approx_kl,
+    beta, train_seconds). Keys of the history:
+        episode_steps, episode_returns         each finished training episode
+        update_steps                           env steps at each update (one per rollout), and per update:
+          approx_kl, approx_kl_k1                k3 and k1 sample estimates of KL(pi_old || pi_new) on the batch
+          kl                                     the exact mean KL(pi_old || pi_new) on the batch's states
+          clip_fraction                          ratios outside [1 - eps, 1 + eps], mean over the minibatches
+          explained_variance                     of the returns by the critic's values at collection time
+          entropy, policy_loss, value_loss       means over the minibatches
+          grad_norm                              mean global gradient norm before clipping
+          beta, learning_rate, clip_eps          the coefficients used in this update (beta: kl variant)
+        eval_steps, eval_means, eval_seconds   each evaluation; eval_seconds = training time so far
+        solved_step, solved_seconds            first evaluation at the env's reward_threshold (or None)
+        train_seconds, env_steps               totals (evaluation time excluded)
+        eval_returns, eval_mean                the final evaluation, on seeds not used before
+        agent, value_net                       the trained policy and critic
+    """
+    # seed
+    torch.set_num_threads(config.num_threads)
+    generator = seed_everything(config.seed)
+
+    # envs
+    envs = make_vec(config.env, config.num_envs, seed=config.seed)
+    obs_size = flat_size(envs.single_observation_space)
+    threshold = gym.spec(config.env).reward_threshold if config.stop_when_solved else None
+
+    # nets and optimizer: separate policy and critic, one Adam over both
+    hidden = (config.hidden_size,) * config.hidden_layers
+    policy = make_policy(envs.single_observation_space, envs.single_action_space, hidden, nn.Tanh, config.log_std_init)
+    value_net = ValueNetwork(obs_size, hidden, nn.Tanh)
+    params = list(policy.parameters()) + list(value_net.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5, fused=True)  # fused: one kernel, faster on CPU
+    adaptive = AdaptiveKL(config.kl_target, config.kl_init_beta)
+
+    # storage
+    history = {key: [] for key in HISTORY_KEYS}
+    history.update(solved_step=None, solved_seconds=None)
+
+    obs, _ = envs.reset(seed=config.seed)
+    step, train_seconds, eval_mean = 0, 0.0, float("nan")
+    bar = tqdm(total=config.total_steps, desc=f"ppo-{config.variant}", unit="step", disable=not config.progress_bar)
+    while step < config.total_steps:
+        tick = time.perf_counter()
+
+        # rollout: num_steps steps of every env, no gradient
+        rollout, obs = collect_rollout(envs, policy, value_net, obs, config.num_steps)
+        before, step = step, step + config.batch_size
+        for ret in rollout.episode_returns:
+            history["episode_steps"].append(step)
+            history["episode_returns"].append(ret)
+
+        # bootstrap and advantages: GAE, termination and truncation kept apart
+        with torch.no_grad():
+            advantages, returns = gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
+                                      rollout.truncated, config.gamma, config.gae_lambda)  # (T, N)
+
+        # flatten (T, N) -> (B,); pi_old is frozen as data
+        batch = rollout.flat()
+        advantages, returns = advantages.reshape(-1), returns.reshape(-1)
+        with torch.no_grad():
+            old_dist = freeze_distribution(policy(batch["obs"]))
+
+        # schedules: linear decay over the budget not yet spent when this update starts
+        remaining = 1.0 - before / config.total_steps
+        lr = config.learning_rate * (remaining if config.anneal_lr else 1.0)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        clip_eps = config.clip_eps * (remaining if config.anneal_clip else 1.0)
+        beta = adaptive.beta
+
+        # epochs of minibatches
+        stats = {"clip_fraction": [], "entropy": [], "policy_loss": [], "value_loss": [], "grad_norm": []}
+        for _ in range(config.epochs):
+            order = torch.randperm(config.batch_size, generator=generator)
+            for start in range(0, config.batch_size, config.minibatch_size):
+                rows = order[start : start + config.minibatch_size]
+                mb_advantages = advantages[rows]
+                if config.normalize_advantages and len(rows) > 1:
+                    mb_advantages = normalize(mb_advantages)
+                dist = policy(batch["obs"][rows])
+                pg_loss, logp = policy_loss(dist, freeze_distribution(old_dist, rows), batch["actions"][rows],
+                                            batch["logp"][rows], mb_advantages, config.variant, clip_eps, beta)
+                entropy = dist.entropy().mean()
+                v_loss = value_loss(value_net(batch["obs"][rows]), returns[rows], batch["values"][rows],
+                                    config.value_clip if config.value_clip > 0 else None)
+                loss = pg_loss - config.ent_coef * entropy + config.vf_coef * v_loss
+                optimizer.zero_grad()
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                stats["clip_fraction"].append(clip_fraction(logp, batch["logp"][rows], clip_eps).item())
+                stats["entropy"].append(entropy.item())
+                stats["policy_loss"].append(pg_loss.item())
+                stats["value_loss"].append(v_loss.item())
+                stats["grad_norm"].append(grad_norm.item())
+
+        # diagnostics: how far did the policy move, how good is the critic
+        with torch.no_grad():
+            new_dist = policy(batch["obs"])
+            new_logp = new_dist.log_prob(batch["actions"])
+            kl = float(policy_kl(old_dist, new_dist).mean())
+        if config.variant == "kl":
+            adaptive.update(kl)  # the d_targ rule: beta x2 above 1.5 d_targ, /2 below d_targ / 1.5
+        history["update_steps"].append(step)
+        history["approx_kl"].append(float(kl_estimate(batch["logp"], new_logp, "k3").mean()))
+        history["approx_kl_k1"].append(float(kl_estimate(batch["logp"], new_logp, "k1").mean()))
+        history["kl"].append(kl)
+        history["explained_variance"].append(float(explained_variance(batch["values"], returns)))
+        for key, values in stats.items():
+            history[key].append(float(np.mean(values)))
+        history["beta"].append(beta)
+        history["learning_rate"].append(lr)
+        history["clip_eps"].append(clip_eps)
+        train_seconds += time.perf_counter() - tick
+        bar.update(config.batch_size)
+
+        # evaluation (not timed), early stop when solved
+        if step // config.eval_every > before // config.eval_every or step >= config.total_steps:
+            eval_mean = float(np.mean(evaluate(policy.deterministic, config.env, config.eval_episodes,
+                                               config.seed + EVAL_SEED_OFFSET)))
+            history["eval_steps"].append(step)
+            history["eval_means"].append(eval_mean)
+            history["eval_seconds"].append(train_seconds)
+            record = {"step": step, "eval_mean": eval_mean, "approx_kl": history["approx_kl"][-1], "beta": adaptive.beta,
+                      "train_seconds": round(train_seconds, 2)}
+            bar.set_postfix(eval_mean=f"{eval_mean:.1f}", approx_kl=f"{history['approx_kl'][-1]:.4f}")
+            if progress is not None:
+                progress(record)
+            if threshold is not None and eval_mean >= threshold:
+                history.update(solved_step=step, solved_seconds=train_seconds)
+                break
+    bar.close()
+    envs.close()
+
+    final_returns = evaluate(policy.deterministic, config.env, config.eval_episodes, config.seed + FINAL_EVAL_SEED_OFFSET)
+    history.update(train_seconds=train_seconds, env_steps=step, eval_returns=final_returns,
+                   eval_mean=float(np.mean(final_returns)), agent=policy, value_net=value_net)
+    return history

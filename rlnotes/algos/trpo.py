@@ -1,0 +1,475 @@
+"""TRPO: a policy step inside a KL trust region (Schulman et al. 2015, "Trust Region Policy Optimization").
+
+Introduced in notebook 04. The study notes ask: the constraint compares the old and the new policy,
+but before the update there is no new policy, so how can the distance be measured? The paper's
+Appendix C answers in four steps, one function each here:
+
+    1. models at theta_old   the surrogate's gradient g (a LINEAR model of the objective) and the Fisher
+                             matrix F (a QUADRATIC model of the KL: KL ~ 1/2 d^T F d). Both are
+                             derivatives at theta_old: the old policy and its data are all they need.
+    2. direction             s = F^-1 g by `conjugate_gradient`, which needs only products F v
+                             (`fisher_vector_product`, double backprop), never F itself
+    3. size                  the step that reaches the quadratic model's boundary,
+                             beta = sqrt(2 delta / s^T F s)                  (`max_step_size`)
+    4. check                 now candidate new policies exist: `line_search` MEASURES the true KL
+                             (`rlnotes.divergences`) and the true surrogate at theta_old + beta s,
+                             + 0.8 beta s, ... and keeps the first with KL <= delta that improves.
+
+So the distance is predicted before the update (step 3) and measured after a candidate step (step 4).
+The critic is fitted by plain regression (`fit_value`), separately from the trust-region step.
+
+Defaults: RL Zoo's tuned TRPO hyperparameters for CartPole-v1 (rl-baselines3-zoo, hyperparams/trpo.yml:
+n_envs 2, n_steps 512, batch_size 512, cg_damping 1e-3, gae_lambda 0.98, gamma 0.99,
+learning_rate 1e-3, n_critic_updates 20, n_timesteps 1e5) and sb3-contrib's TRPO defaults for the
+rest (target_kl 0.01, cg_max_steps 15, line_search_shrinking_factor 0.8, line_search_max_iter 10,
+normalize_advantage True; networks 64x64 tanh, Adam eps 1e-5 as SB3's ActorCriticPolicy). Renamed:
+n_envs -> num_envs, n_steps -> num_steps, batch_size -> value_minibatch_size, target_kl -> max_kl,
+cg_damping -> damping, cg_max_steps -> cg_iterations, line_search_shrinking_factor -> backtrack_ratio,
+line_search_max_iter -> max_backtracks, learning_rate -> value_learning_rate,
+n_critic_updates -> value_epochs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from tqdm.auto import tqdm
+
+from rlnotes.advantages import gae, normalize
+from rlnotes.algos.common import (
+    EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, collect_rollout, evaluate, freeze_distribution, policy_kl,
+)
+from rlnotes.divergences import kl_estimate
+from rlnotes.envs import make_vec
+from rlnotes.nets import ValueNetwork, flat_size, make_policy
+from rlnotes.objectives import clip_fraction, explained_variance, surrogate_loss, value_loss
+from rlnotes.utils import seed_everything
+
+__all__ = [
+    "Config", "flat_grad", "fisher_vector_product", "conjugate_gradient", "max_step_size", "line_search",
+    "surrogate_and_kl", "trpo_step", "along_direction", "fit_value", "train",
+]
+
+
+@dataclass
+class Config:
+    env: str = field(default="CartPole-v1", metadata={"help": "gymnasium id: Box observations, Discrete or Box actions"})
+    seed: int = field(default=1, metadata={"help": "seed of python, numpy, torch and the envs"})
+    total_steps: int = field(default=100_000, metadata={"help": "budget of environment steps (all envs together)"})
+    num_envs: int = field(default=2, metadata={"help": "parallel environments collecting the rollout"})
+    num_steps: int = field(default=512, metadata={"help": "steps of each env per rollout (batch = num_envs * num_steps)"})
+    max_kl: float = field(default=0.01, metadata={"help": "delta: the trust region's bound on mean KL(pi_old || pi)"})
+    damping: float = field(default=1e-3, metadata={"help": "added to F's diagonal (F + damping I): keeps CG stable"})
+    cg_iterations: int = field(default=15, metadata={"help": "conjugate-gradient iterations for s = F^-1 g"})
+    backtrack_ratio: float = field(default=0.8, metadata={"help": "line search: shrink the step by this factor, in (0, 1)"})
+    max_backtracks: int = field(default=10, metadata={"help": "line search: candidate steps tried before giving up"})
+    gamma: float = field(default=0.99, metadata={"help": "discount factor, in [0, 1]"})
+    gae_lambda: float = field(default=0.98, metadata={"help": "GAE lambda, in [0, 1]"})
+    normalize_advantages: bool = field(default=True, metadata={"help": "centre and scale the advantages of each batch"})
+    value_learning_rate: float = field(default=1e-3, metadata={"help": "Adam step size of the critic"})
+    value_epochs: int = field(default=20, metadata={"help": "passes of critic regression over each batch"})
+    value_minibatch_size: int = field(default=512, metadata={"help": "samples per critic gradient step"})
+    hidden_size: int = field(default=64, metadata={"help": "units in each hidden layer (policy and critic)"})
+    hidden_layers: int = field(default=2, metadata={"help": "number of hidden layers (policy and critic)"})
+    log_std_init: float = field(default=0.0, metadata={"help": "initial log std of a Gaussian policy (Box actions)"})
+    eval_every: int = field(default=2_048, metadata={"help": "env steps between deterministic evaluations (not timed)"})
+    eval_episodes: int = field(default=10, metadata={"help": "deterministic episodes per evaluation, and in the final one"})
+    stop_when_solved: bool = field(default=True, metadata={"help": "stop once an evaluation reaches the env's reward_threshold"})
+    num_threads: int = field(default=1, metadata={"help": "torch.set_num_threads; 1 is fastest for small nets"})
+    progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+
+    def __post_init__(self):
+        for name in ("total_steps", "num_envs", "num_steps", "cg_iterations", "max_backtracks", "value_epochs",
+                     "value_minibatch_size", "hidden_size", "eval_every", "eval_episodes", "num_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trpo.Config: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"trpo.Config: {name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("max_kl", "value_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"trpo.Config: {name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 < self.backtrack_ratio < 1.0:
+            raise ValueError(f"trpo.Config: backtrack_ratio must be in (0, 1), got {self.backtrack_ratio}")
+        for name in ("damping", "hidden_layers", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"trpo.Config: {name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per policy update: num_envs * num_steps."""
+        return self.num_envs * self.num_steps
+
+
+# ---- step 1: the models at theta_old (gradient, Fisher-vector products) --------------------------
+
+
+def flat_grad(output: torch.Tensor, params, create_graph: bool = False, retain_graph=None) -> torch.Tensor:
+    """d output / d params, concatenated into one vector (P,), P = total number of parameters."""
+    grads = torch.autograd.grad(output, params, create_graph=create_graph, retain_graph=retain_graph)
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def fisher_vector_product(kl: torch.Tensor, params, damping: float = 0.0):
+    """A function v -> (F + damping I) v, where F is the Hessian of `kl` with respect to `params`.
+
+    kl: the scalar mean KL(pi_old || pi_theta), computed AT theta = theta_old with pi_old detached
+    (`freeze_distribution`). At that point its gradient is 0 and its Hessian is the Fisher information
+    matrix F = E[grad log pi grad log pi^T], the metric that turns a parameter step into a KL.
+
+    Double backprop (Pearlmutter's trick): differentiate once keeping the graph, g_kl(theta); then for
+    each v, differentiate the scalar g_kl . v once more: d(g_kl . v)/d theta = H v. No P x P matrix is
+    ever formed: one product costs about two backward passes, whatever P.
+    """
+    params = list(params)
+    grad_kl = flat_grad(kl, params, create_graph=True)  # (P,), still differentiable
+
+    def fvp(v: torch.Tensor) -> torch.Tensor:
+        if v.shape != grad_kl.shape:
+            raise ValueError(f"fisher_vector_product: v must have shape {tuple(grad_kl.shape)}, got {tuple(v.shape)}")
+        return flat_grad(grad_kl @ v, params, retain_graph=True) + damping * v  # (P,)
+
+    return fvp
+
+
+# ---- step 2: the direction s = F^-1 g by conjugate gradient ---------------------------------------
+
+
+def conjugate_gradient(matrix_vector_product, b: torch.Tensor, iterations: int = 10, tol: float = 1e-10,
+                       callback=None) -> torch.Tensor:
+    """Solve A x = b for a symmetric positive-definite A known only through v -> A v.
+
+    Each iteration moves along a new search direction that is A-conjugate to all previous ones
+    (p_i^T A p_j = 0), so after k iterations x is the best solution in a k-dimensional subspace and,
+    in exact arithmetic, the exact one after P iterations. TRPO stops after about 10 to 15: the
+    direction is good enough long before, and each iteration costs one Fisher-vector product.
+
+    Args:
+        matrix_vector_product: v (P,) -> A v (P,).
+        b: (P,) right-hand side (TRPO: the surrogate's gradient g).
+        iterations: at most this many iterations, >= 1.
+        tol: stop when the squared residual |b - A x|^2 falls below it.
+        callback: optional, called as callback(iteration, x, residual_norm) after each iteration.
+
+    Returns:
+        x: (P,), the approximate solution.
+    """
+    if b.dim() != 1:
+        raise ValueError(f"conjugate_gradient: b must be a vector (P,), got shape {tuple(b.shape)}")
+    if iterations < 1:
+        raise ValueError(f"conjugate_gradient: iterations must be >= 1, got {iterations}")
+    x = torch.zeros_like(b)
+    r = b.clone()  # residual b - A x, with x = 0
+    p = b.clone()  # first search direction: the residual
+    rr = r @ r
+    for i in range(iterations):
+        Ap = matrix_vector_product(p)
+        alpha = rr / (p @ Ap)  # exact minimizer along p
+        x = x + alpha * p
+        r = r - alpha * Ap
+        rr_new = r @ r
+        if callback is not None:
+            callback(i, x, float(rr_new.sqrt()))
+        if rr_new < tol:
+            break
+        p = r + (rr_new / rr) * p  # the new direction, conjugate to the old ones
+        rr = rr_new
+    return x
+
+
+# ---- step 3: the size of the step ------------------------------------------------------------
+
+
+def max_step_size(direction: torch.Tensor, fisher_direction: torch.Tensor, max_kl: float) -> torch.Tensor:
+    """beta = sqrt(2 delta / s^T F s): the step beta * s that puts the quadratic KL model exactly at delta.
+
+    From 1/2 (beta s)^T F (beta s) = delta. direction: s (P,); fisher_direction: F s (P,).
+    """
+    if not max_kl > 0:
+        raise ValueError(f"max_step_size: max_kl must be > 0, got {max_kl}")
+    sFs = direction @ fisher_direction
+    if not sFs > 0:
+        raise ValueError(f"max_step_size: s^T F s must be > 0 (F positive definite, s nonzero), got {float(sFs)}")
+    return torch.sqrt(2.0 * max_kl / sFs)
+
+
+# ---- step 4: measure, and shrink until the step is acceptable ----------------------------------
+
+
+def line_search(measure, theta_old: torch.Tensor, full_step: torch.Tensor, max_kl: float,
+                backtrack_ratio: float = 0.8, max_backtracks: int = 10):
+    """Try theta_old + full_step, + ratio * full_step, + ratio^2 * full_step, ...; keep the first acceptable.
+
+    measure(theta) -> (improvement, kl): the TRUE change of the surrogate and the TRUE mean
+    KL(pi_old || pi_theta) of the candidate. A candidate is accepted only if kl <= max_kl and
+    improvement > 0; the quadratic model chose the step, the measurement decides.
+
+    Returns:
+        (theta, trials): the accepted parameters (theta_old if none was accepted) and one dict a
+        candidate: fraction (of full_step), improvement, kl, accepted, reason.
+    """
+    trials = []
+    for k in range(max_backtracks):
+        fraction = backtrack_ratio**k
+        theta = theta_old + fraction * full_step
+        improvement, kl = measure(theta)
+        too_far, no_gain = not kl <= max_kl, not improvement > 0  # `not <=` also rejects NaN
+        reason = ("KL too large and no improvement" if too_far and no_gain else "KL too large" if too_far
+                  else "surrogate did not improve" if no_gain else "accepted")
+        trials.append({"fraction": fraction, "improvement": float(improvement), "kl": float(kl),
+                       "accepted": reason == "accepted", "reason": reason})
+        if reason == "accepted":
+            return theta, trials
+    return theta_old, trials
+
+
+def surrogate_and_kl(policy, obs, actions, old_logp, advantages, old_dist):
+    """The true surrogate mean(r * A) and the true mean KL(pi_old || pi) of `policy` as it is now (no grad)."""
+    with torch.no_grad():
+        dist = policy(obs)
+        surrogate = -surrogate_loss(dist.log_prob(actions), old_logp, advantages).mean()
+        kl = policy_kl(old_dist, dist).mean()
+    return surrogate, kl
+
+
+def trpo_step(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor,
+              max_kl: float = 0.01, damping: float = 0.1, cg_iterations: int = 15, backtrack_ratio: float = 0.8,
+              max_backtracks: int = 10) -> dict:
+    """One TRPO policy update, in place: maximize mean(r * A) subject to mean KL(pi_old || pi) <= max_kl.
+
+    The policy as it is on entry is pi_old. Args: obs (B, obs_size), actions (B,) or (B, D),
+    advantages (B,). Returns a dict that shows every stage (the notebook plots them):
+        g, direction, fisher_direction     the surrogate's gradient, s = F^-1 g, F s  (P,)
+        cg_residuals                       |g - F x| after each CG iteration
+        step_size, full_step               beta = sqrt(2 delta / s^T F s), beta * s
+        expected_improvement               g . full_step (the linear model's promise)
+        predicted_kl                       1/2 full_step^T F full_step (= max_kl, the quadratic model)
+        trials                             the line search's candidates (see `line_search`)
+        accepted, kl, improvement          the outcome, measured; kl = 0 if no step was accepted
+        theta_old, theta_new               flat parameter vectors (P,)
+    """
+    params = [p for p in policy.parameters() if p.requires_grad]
+    theta_old = parameters_to_vector(params).detach()
+    with torch.no_grad():
+        old_dist = freeze_distribution(policy(obs))  # pi_old: data, no gradient
+        old_logp = old_dist.log_prob(actions)  # (B,)
+
+    # step 1: the linear model of the surrogate (its gradient g at theta_old) ...
+    dist = policy(obs)
+    surrogate = -surrogate_loss(dist.log_prob(actions), old_logp, advantages).mean()
+    g = flat_grad(surrogate, params, retain_graph=True)  # (P,): at theta_old this is the policy gradient
+    # ... and the quadratic model of the KL (its Hessian F at theta_old, as products F v)
+    kl = policy_kl(old_dist, dist).mean()  # 0 here, but its second derivative is F
+    fvp = fisher_vector_product(kl, params, damping)
+
+    # step 2: the direction s = F^-1 g, by conjugate gradient
+    cg_residuals = []
+    direction = conjugate_gradient(fvp, g, cg_iterations, callback=lambda i, x, res: cg_residuals.append(res))
+    fisher_direction = fvp(direction).detach()
+    direction = direction.detach()
+
+    # step 3: the largest step the quadratic model allows
+    step_size = max_step_size(direction, fisher_direction, max_kl)
+    full_step = step_size * direction
+    expected_improvement = float(g @ full_step)
+
+    # step 4: measure the real surrogate and KL of candidates, shrinking the step until both are fine
+    surrogate_old = float(surrogate.detach())
+
+    def measure(theta):
+        vector_to_parameters(theta, params)
+        new_surrogate, new_kl = surrogate_and_kl(policy, obs, actions, old_logp, advantages, old_dist)
+        return float(new_surrogate) - surrogate_old, float(new_kl)
+
+    theta_new, trials = line_search(measure, theta_old, full_step, max_kl, backtrack_ratio, max_backtracks)
+    vector_to_parameters(theta_new.clone(), params)  # a copy: the parameters become views of the vector given
+    accepted = any(t["accepted"] for t in trials)
+    final = trials[-1] if accepted else {"kl": 0.0, "improvement": 0.0}
+    return {
+        "g": g.detach(), "direction": direction, "fisher_direction": fisher_direction, "cg_residuals": cg_residuals,
+        "step_size": float(step_size), "full_step": full_step, "expected_improvement": expected_improvement,
+        "predicted_kl": float(0.5 * step_size**2 * (direction @ fisher_direction)), "trials": trials,
+        "accepted": accepted, "kl": final["kl"], "improvement": final["improvement"],
+        "theta_old": theta_old, "theta_new": theta_new.detach(), "old_logp": old_logp,
+        "surrogate_old": surrogate_old,
+    }
+
+
+def along_direction(policy: nn.Module, obs, actions, advantages, theta_old: torch.Tensor, direction: torch.Tensor,
+                    alphas) -> dict:
+    """True surrogate improvement and true mean KL(pi_old || pi) at theta_old + alpha * direction, each alpha.
+
+    For the notebook's picture of step 3: the linear and quadratic models are exact at alpha = 0 and
+    drift away from the truth as alpha grows. The policy's parameters are restored on return.
+    Returns {"alphas": (K,), "improvement": (K,), "kl": (K,)} as float64 tensors.
+    """
+    params = [p for p in policy.parameters() if p.requires_grad]
+    saved = parameters_to_vector(params).detach().clone()
+    vector_to_parameters(theta_old, params)
+    with torch.no_grad():
+        old_dist = freeze_distribution(policy(obs))
+        old_logp = old_dist.log_prob(actions)
+    base, _ = surrogate_and_kl(policy, obs, actions, old_logp, advantages, old_dist)
+    improvement, kls = [], []
+    for alpha in alphas:
+        vector_to_parameters(theta_old + float(alpha) * direction, params)
+        surrogate, kl = surrogate_and_kl(policy, obs, actions, old_logp, advantages, old_dist)
+        improvement.append(float(surrogate - base))
+        kls.append(float(kl))
+    vector_to_parameters(saved, params)  # `saved` is a private copy: the parameters may view it
+    as64 = lambda xs: torch.tensor(xs, dtype=torch.float64)  # noqa: E731
+    return {"alphas": as64([float(a) for a in alphas]), "improvement": as64(improvement), "kl": as64(kls)}
+
+
+# ---- the critic ----------------------------------------------------------------------------
+
+
+def fit_value(value_net: nn.Module, optimizer: torch.optim.Optimizer, obs: torch.Tensor, returns: torch.Tensor,
+              epochs: int, minibatch_size: int, generator: torch.Generator | None = None) -> float:
+    """Regress V(s) on the returns: `epochs` passes over (obs (B, obs_size), returns (B,)) in shuffled
+    minibatches, each a gradient step on `rlnotes.objectives.value_loss`. Returns the last epoch's mean loss."""
+    B = len(returns)
+    for _ in range(epochs):
+        order = torch.randperm(B, generator=generator)
+        losses = []
+        for start in range(0, B, minibatch_size):
+            rows = order[start : start + minibatch_size]
+            loss = value_loss(value_net(obs[rows]), returns[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+# ---- the training loop ----------------------------------------------------------------------
+
+
+HISTORY_KEYS = (
+    "episode_steps", "episode_returns", "update_steps", "kl", "accepted", "step_fraction", "backtracks",
+    "improvement", "expected_improvement", "approx_kl", "clip_fraction", "explained_variance", "value_loss",
+    "entropy", "eval_steps", "eval_means", "eval_seconds",
+)
+
+
+def train(config: Config, progress=None) -> dict:
+    """Train TRPO; return the history (dict of lists and numbers) plus the trained policy under "agent".
+
+    progress(record) is called after each evaluation with a small dict (step, eval_mean, kl,
+    train_seconds). Keys of the history:
+        episode_steps, episode_returns         each finished training episode
+        update_steps                           env steps at each policy update, and per update:
+          kl, accepted                           the measured KL(pi_old || pi_new) (0 if rejected) and
+                                                 whether the line search accepted a step
+          step_fraction, backtracks              the accepted fraction of the full step, candidates rejected
+          improvement, expected_improvement      the measured and the linear model's surrogate gain
+          approx_kl, clip_fraction               k3 estimate of the KL from the samples; fraction of
+                                                 ratios outside PPO's [0.8, 1.2], for comparison
+          explained_variance, value_loss         the critic before and after its fit
+          entropy                                mean policy entropy on the batch
+        eval_steps, eval_means, eval_seconds   each evaluation; eval_seconds = training time so far
+        solved_step, solved_seconds            first evaluation at the env's reward_threshold (or None)
+        train_seconds, env_steps               totals (evaluation time excluded)
+        eval_returns, eval_mean                the final evaluation, on seeds not used before
+        agent, value_net                       the trained policy and critic
+    """
+    # seed
+    torch.set_num_threads(config.num_threads)
+    generator = seed_everything(config.seed)
+
+    # envs
+    envs = make_vec(config.env, config.num_envs, seed=config.seed)
+    obs_size = flat_size(envs.single_observation_space)
+    threshold = gym.spec(config.env).reward_threshold if config.stop_when_solved else None
+
+    # nets and optimizer (the policy has none: its step is the trust-region step)
+    hidden = (config.hidden_size,) * config.hidden_layers
+    policy = make_policy(envs.single_observation_space, envs.single_action_space, hidden, nn.Tanh, config.log_std_init)
+    value_net = ValueNetwork(obs_size, hidden, nn.Tanh)
+    value_optimizer = torch.optim.Adam(value_net.parameters(), lr=config.value_learning_rate, eps=1e-5)
+
+    # storage
+    history = {key: [] for key in HISTORY_KEYS}
+    history.update(solved_step=None, solved_seconds=None)
+
+    obs, _ = envs.reset(seed=config.seed)
+    step, train_seconds, eval_mean = 0, 0.0, float("nan")
+    bar = tqdm(total=config.total_steps, desc="trpo", unit="step", disable=not config.progress_bar)
+    while step < config.total_steps:
+        tick = time.perf_counter()
+
+        # rollout: num_steps steps of every env, no gradient
+        rollout, obs = collect_rollout(envs, policy, value_net, obs, config.num_steps)
+        before, step = step, step + config.batch_size
+        for ret in rollout.episode_returns:
+            history["episode_steps"].append(step)
+            history["episode_returns"].append(ret)
+
+        # bootstrap and advantages: GAE, termination and truncation kept apart
+        with torch.no_grad():
+            advantages, returns = gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
+                                      rollout.truncated, config.gamma, config.gae_lambda)  # (T, N)
+
+        # flatten (T, N) -> (B,)
+        batch = rollout.flat()
+        advantages, returns = advantages.reshape(-1), returns.reshape(-1)
+        if config.normalize_advantages:
+            advantages = normalize(advantages)
+
+        # the trust-region step of the policy (there are no epochs of minibatches: one constrained step)
+        info = trpo_step(policy, batch["obs"], batch["actions"], advantages, config.max_kl, config.damping,
+                         config.cg_iterations, config.backtrack_ratio, config.max_backtracks)
+
+        # the critic: epochs of minibatch regression on the returns
+        explained = float(explained_variance(batch["values"], returns))
+        fitted_loss = fit_value(value_net, value_optimizer, batch["obs"], returns, config.value_epochs,
+                                config.value_minibatch_size, generator)
+
+        # diagnostics
+        with torch.no_grad():
+            dist = policy(batch["obs"])
+            new_logp = dist.log_prob(batch["actions"])
+            entropy = float(dist.entropy().mean())
+        accepted_trials = [t for t in info["trials"] if t["accepted"]]
+        history["update_steps"].append(step)
+        history["kl"].append(info["kl"])
+        history["accepted"].append(info["accepted"])
+        history["step_fraction"].append(accepted_trials[0]["fraction"] if accepted_trials else 0.0)
+        history["backtracks"].append(len(info["trials"]) - len(accepted_trials))
+        history["improvement"].append(info["improvement"])
+        history["expected_improvement"].append(info["expected_improvement"])
+        history["approx_kl"].append(float(kl_estimate(info["old_logp"], new_logp, "k3").mean()))
+        history["clip_fraction"].append(float(clip_fraction(new_logp, info["old_logp"], 0.2)))
+        history["explained_variance"].append(explained)
+        history["value_loss"].append(fitted_loss)
+        history["entropy"].append(entropy)
+        train_seconds += time.perf_counter() - tick
+        bar.update(config.batch_size)
+
+        # evaluation (not timed), early stop when solved
+        if step // config.eval_every > before // config.eval_every or step >= config.total_steps:
+            eval_mean = float(np.mean(evaluate(policy.deterministic, config.env, config.eval_episodes,
+                                               config.seed + EVAL_SEED_OFFSET)))
+            history["eval_steps"].append(step)
+            history["eval_means"].append(eval_mean)
+            history["eval_seconds"].append(train_seconds)
+            record = {"step": step, "eval_mean": eval_mean, "kl": info["kl"], "train_seconds": round(train_seconds, 2)}
+            bar.set_postfix(eval_mean=f"{eval_mean:.1f}", kl=f"{info['kl']:.4f}")
+            if progress is not None:
+                progress(record)
+            if threshold is not None and eval_mean >= threshold:
+                history.update(solved_step=step, solved_seconds=train_seconds)
+                break
+    bar.close()
+    envs.close()
+
+    final_returns = evaluate(policy.deterministic, config.env, config.eval_episodes, config.seed + FINAL_EVAL_SEED_OFFSET)
+    history.update(train_seconds=train_seconds, env_steps=step, eval_returns=final_returns,
+                   eval_mean=float(np.mean(final_returns)), agent=policy, value_net=value_net)
+    return history
