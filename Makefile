@@ -32,8 +32,10 @@ lab: $(VENV)/.course
 	$(BIN)/jupyter lab notebooks/
 
 # Unit tests, every notebook executed top to bottom in fast mode, the nbgrader round trip.
+# Two workers (pytest-xdist); --dist loadfile keeps each file together on one worker, so a
+# notebook's cells run in order in one kernel.
 test: $(VENV)/.test
-	RLNOTES_FAST=1 $(BIN)/python -m pytest tests notebooks \
+	RLNOTES_FAST=1 $(BIN)/python -m pytest tests notebooks -n 2 --dist loadfile \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider -v
 
 unit: $(VENV)/.test

@@ -29,32 +29,39 @@ def test_there_are_assignments():
     assert any(path.stem == "00_notation" for path in NOTEBOOKS)
 
 
-@pytest.fixture(scope="module")
-def course(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nbgrader")
-    names = assignments.build_course(root, NOTEBOOKS)
-    releases = {name: assignments.generate(root, name) for name in names}
-    return root, releases
+# One nbgrader course folder a notebook, built on first use: each notebook's round trip stands alone.
+_RELEASES = {}
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_instructor_version_passes_its_tests(course, notebook):
-    root, _ = course
+def _release(notebook, tmp_path_factory):
+    if notebook.stem not in _RELEASES:
+        root = tmp_path_factory.mktemp(f"nbgrader_{notebook.stem}")
+        (name,) = assignments.build_course(root, [notebook])
+        _RELEASES[notebook.stem] = (root, assignments.generate(root, name))
+    return _RELEASES[notebook.stem]
+
+
+PER_NOTEBOOK = [pytest.param(path, id=path.stem) for path in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("notebook", PER_NOTEBOOK)
+def test_instructor_version_passes_its_tests(notebook, tmp_path_factory):
+    root, _ = _release(notebook, tmp_path_factory)
     result = assignments.validate(root / "source" / notebook.stem / notebook.name)
     assert "Success! Your notebook passes all the tests." in result.stdout, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_student_release_fails_every_test(course, notebook):
-    _, releases = course
-    result = assignments.validate(releases[notebook.stem], invert=True)
+@pytest.mark.parametrize("notebook", PER_NOTEBOOK)
+def test_student_release_fails_every_test(notebook, tmp_path_factory):
+    _, release = _release(notebook, tmp_path_factory)
+    result = assignments.validate(release, invert=True)
     assert "Success! The notebook does not pass any tests." in result.stdout, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_student_release_leaks_no_solution_or_hidden_test(course, notebook):
-    _, releases = course
-    release_text = "".join("".join(c["source"]) + "\n" for c in json.loads(releases[notebook.stem].read_text())["cells"])
+@pytest.mark.parametrize("notebook", PER_NOTEBOOK)
+def test_student_release_leaks_no_solution_or_hidden_test(notebook, tmp_path_factory):
+    _, release = _release(notebook, tmp_path_factory)
+    release_text = "".join("".join(c["source"]) + "\n" for c in json.loads(release.read_text())["cells"])
     for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
         assert marker not in release_text
     secret = _solution_lines(notebook)
