@@ -40,6 +40,9 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # algorithm name -> module that defines Config and train(config, progress=None)
 ALGORITHMS = {
     "dqn": "rlnotes.algos.dqn",
+    "reinforce": "rlnotes.algos.reinforce",
+    "qac": "rlnotes.algos.qac",
+    "a2c": "rlnotes.algos.a2c",
     "trpo": "rlnotes.algos.trpo",
     "ppo": "rlnotes.algos.ppo",
 }

@@ -1,0 +1,227 @@
+"""A2C: advantage actor-critic with a V critic and GAE over parallel envs (Mnih et al. 2016, synchronous).
+
+Introduced in notebook 03. The five-step actor-critic of the notes (`rlnotes.algos.qac`) scores each
+action with a learned Q(s, a). A2C makes three changes, each one a variance reduction:
+
+    critic   V(s) instead of Q(s, a): one number per state, regressed on lambda-returns
+    score    the advantage A = (what happened) - V(s), estimated by GAE:      `advantages.gae`
+             delta_t = r_t + gamma (1 - terminated_t) V(s_{t+1}) - V(s_t),  A_t = sum_k (gamma lam)^k delta_{t+k}
+    data     N envs x T steps per update instead of one transition: a batch of B = N T samples
+
+    loss = pg_loss(log pi(a|s), A) + vf_coef * value_loss(V(s), A + V(s)) - ent_coef * entropy
+
+One gradient step per batch; then the data is thrown away (on-policy). PPO (notebook 05) keeps
+everything here and changes only the update: several epochs of minibatch steps on a clipped
+objective; `diff a2c.py ppo.py` shows exactly that.
+
+Defaults: RL Zoo's CartPole-v1 entry (rl-baselines3-zoo, hyperparams/a2c.yml: n_envs 8, ent_coef 0.0,
+n_timesteps 5e5) over Stable-Baselines3's A2C defaults for the rest (n_steps 5, gamma 0.99,
+gae_lambda 1.0, vf_coef 0.5, max_grad_norm 0.5, RMSprop with lr 7e-4, alpha 0.99, eps 1e-5, no
+advantage normalization, separate 64x64 tanh policy and value networks). Renamed: n_envs -> num_envs,
+n_steps -> num_steps, use_rms_prop -> optimizer. We tried num_steps 8 and 16, lambda 0.95, Adam and
+lr 1e-3 on 6 seeds: none solved CartPole in clearly fewer steps, so the defaults stay RL Zoo's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from rlnotes.advantages import gae, normalize
+from rlnotes.algos.common import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, collect_rollout, evaluate
+from rlnotes.envs import make_vec
+from rlnotes.nets import ValueNetwork, flat_size, make_policy
+from rlnotes.objectives import explained_variance, pg_loss, value_loss
+from rlnotes.utils import seed_everything
+
+__all__ = ["Config", "OPTIMIZERS", "episode_flags", "train"]
+
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+@dataclass
+class Config:
+    env: str = field(default="CartPole-v1", metadata={"help": "gymnasium id: Box observations, Discrete or Box actions"})
+    seed: int = field(default=1, metadata={"help": "seed of python, numpy, torch and the envs"})
+    total_steps: int = field(default=200_000, metadata={"help": "budget of environment steps (all envs together)"})
+    num_envs: int = field(default=8, metadata={"help": "parallel environments collecting the rollout"})
+    num_steps: int = field(default=5, metadata={"help": "steps of each env per rollout (batch = num_envs * num_steps)"})
+    optimizer: str = field(default="rmsprop", metadata={"help": "adam, or rmsprop (alpha 0.99, as Stable-Baselines3's A2C)"})
+    learning_rate: float = field(default=7e-4, metadata={"help": "step size of the optimizer"})
+    gamma: float = field(default=0.99, metadata={"help": "discount factor, in [0, 1]"})
+    gae_lambda: float = field(default=1.0, metadata={"help": "GAE lambda, in [0, 1]: 0 is the TD error, 1 the Monte Carlo advantage"})
+    normalize_advantages: bool = field(default=False, metadata={"help": "centre and scale the advantages of each batch"})
+    bootstrap_truncated: bool = field(default=True, metadata={"help": "bootstrap a time-limit cut from V(final obs); off treats truncation as termination (the classic bug, for notebook 03)"})
+    ent_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus (>= 0)"})
+    vf_coef: float = field(default=0.5, metadata={"help": "weight of the value loss"})
+    max_grad_norm: float = field(default=0.5, metadata={"help": "clip the gradient's global norm to this"})
+    hidden_size: int = field(default=64, metadata={"help": "units in each hidden layer (policy and critic)"})
+    hidden_layers: int = field(default=2, metadata={"help": "number of hidden layers (policy and critic)"})
+    log_std_init: float = field(default=0.0, metadata={"help": "initial log std of a Gaussian policy (Box actions)"})
+    max_episode_steps: int = field(default=0, metadata={"help": "time limit of an episode; 0 keeps the env's own"})
+    eval_every: int = field(default=2_048, metadata={"help": "env steps between deterministic evaluations (not timed)"})
+    eval_episodes: int = field(default=10, metadata={"help": "deterministic episodes per evaluation, and in the final one"})
+    stop_when_solved: bool = field(default=True, metadata={"help": "stop once an evaluation reaches the env's reward_threshold"})
+    num_threads: int = field(default=1, metadata={"help": "torch.set_num_threads; 1 is fastest for small nets"})
+    progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"a2c.Config: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        for name in ("total_steps", "num_envs", "num_steps", "hidden_size", "eval_every", "eval_episodes", "num_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"a2c.Config: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"a2c.Config: {name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("learning_rate", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"a2c.Config: {name} must be > 0, got {getattr(self, name)}")
+        for name in ("ent_coef", "vf_coef", "hidden_layers", "seed", "max_episode_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"a2c.Config: {name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per rollout: num_envs * num_steps."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def env_kwargs(self) -> dict:
+        return {"max_episode_steps": self.max_episode_steps} if self.max_episode_steps else {}
+
+
+def episode_flags(terminated: torch.Tensor, truncated: torch.Tensor, bootstrap_truncated: bool = True):
+    """The (terminated, truncated) pair that `gae` receives.
+
+    bootstrap_truncated=True passes them through: a time-limit cut is bootstrapped from V(final obs).
+    False reproduces the classic bug, a cut treated as the end of the task: (terminated | truncated, 0).
+    """
+    if bootstrap_truncated:
+        return terminated, truncated
+    return terminated | truncated, torch.zeros_like(truncated)
+
+
+# ---- the training loop ----------------------------------------------------------------------
+
+
+HISTORY_KEYS = (
+    "episode_steps", "episode_returns", "update_steps", "explained_variance", "entropy", "policy_loss", "value_loss",
+    "grad_norm", "eval_steps", "eval_means", "eval_seconds",
+)
+
+
+def train(config: Config, progress=None) -> dict:
+    """Train A2C; return the history (dict of lists and numbers) plus the trained policy under "agent".
+
+    progress(record) is called after each evaluation with a small dict (step, eval_mean,
+    explained_variance, train_seconds). Keys of the history:
+        episode_steps, episode_returns         each finished training episode
+        update_steps                           env steps at each update (one per rollout), and per update:
+          explained_variance                     of the returns by the critic's values at collection time
+          entropy, policy_loss, value_loss       on the batch
+          grad_norm                              global gradient norm before clipping
+        eval_steps, eval_means, eval_seconds   each evaluation; eval_seconds = training time so far
+        solved_step, solved_seconds            first evaluation at the env's reward_threshold (or None)
+        train_seconds, env_steps               totals (evaluation time excluded)
+        eval_returns, eval_mean                the final evaluation, on seeds not used before
+        agent, value_net                       the trained policy and critic
+    """
+    # seed
+    torch.set_num_threads(config.num_threads)
+    seed_everything(config.seed)
+
+    # envs
+    envs = make_vec(config.env, config.num_envs, seed=config.seed, **config.env_kwargs)
+    obs_size = flat_size(envs.single_observation_space)
+    threshold = gym.spec(config.env).reward_threshold if config.stop_when_solved else None
+
+    # nets and optimizer: separate policy and critic, one optimizer over both
+    hidden = (config.hidden_size,) * config.hidden_layers
+    policy = make_policy(envs.single_observation_space, envs.single_action_space, hidden, nn.Tanh, config.log_std_init)
+    value_net = ValueNetwork(obs_size, hidden, nn.Tanh)
+    params = list(policy.parameters()) + list(value_net.parameters())
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5)
+    else:
+        optimizer = torch.optim.RMSprop(params, lr=config.learning_rate, alpha=0.99, eps=1e-5)
+
+    # storage
+    history = {key: [] for key in HISTORY_KEYS}
+    history.update(solved_step=None, solved_seconds=None)
+
+    obs, _ = envs.reset(seed=config.seed)
+    step, train_seconds, eval_mean = 0, 0.0, float("nan")
+    bar = tqdm(total=config.total_steps, desc="a2c", unit="step", disable=not config.progress_bar)
+    while step < config.total_steps:
+        tick = time.perf_counter()
+
+        # rollout: num_steps steps of every env, no gradient
+        rollout, obs = collect_rollout(envs, policy, value_net, obs, config.num_steps)
+        before, step = step, step + config.batch_size
+        for ret in rollout.episode_returns:
+            history["episode_steps"].append(step)
+            history["episode_returns"].append(ret)
+
+        # bootstrap and advantages: GAE, termination and truncation kept apart
+        terminated, truncated = episode_flags(rollout.terminated, rollout.truncated, config.bootstrap_truncated)
+        with torch.no_grad():
+            advantages, returns = gae(rollout.rewards, rollout.values, rollout.next_values, terminated, truncated,
+                                      config.gamma, config.gae_lambda)  # (T, N)
+
+        # flatten (T, N) -> (B,)
+        batch = rollout.flat()
+        advantages, returns = advantages.reshape(-1), returns.reshape(-1)
+        if config.normalize_advantages:
+            advantages = normalize(advantages)
+
+        # update: one gradient step on the whole batch
+        dist = policy(batch["obs"])
+        policy_loss = pg_loss(dist.log_prob(batch["actions"]), advantages)
+        entropy = dist.entropy().mean()
+        v_loss = value_loss(value_net(batch["obs"]), returns)
+        loss = policy_loss - config.ent_coef * entropy + config.vf_coef * v_loss
+        optimizer.zero_grad()
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+
+        # diagnostics: how good is the critic
+        history["update_steps"].append(step)
+        history["explained_variance"].append(float(explained_variance(batch["values"], returns)))
+        history["entropy"].append(entropy.item())
+        history["policy_loss"].append(policy_loss.item())
+        history["value_loss"].append(v_loss.item())
+        history["grad_norm"].append(grad_norm.item())
+        train_seconds += time.perf_counter() - tick
+        bar.update(config.batch_size)
+
+        # evaluation (not timed), early stop when solved
+        if step // config.eval_every > before // config.eval_every or step >= config.total_steps:
+            eval_mean = float(np.mean(evaluate(policy.deterministic, config.env, config.eval_episodes,
+                                               config.seed + EVAL_SEED_OFFSET, **config.env_kwargs)))
+            history["eval_steps"].append(step)
+            history["eval_means"].append(eval_mean)
+            history["eval_seconds"].append(train_seconds)
+            record = {"step": step, "eval_mean": eval_mean, "explained_variance": history["explained_variance"][-1],
+                      "train_seconds": round(train_seconds, 2)}
+            bar.set_postfix(eval_mean=f"{eval_mean:.1f}")
+            if progress is not None:
+                progress(record)
+            if threshold is not None and eval_mean >= threshold:
+                history.update(solved_step=step, solved_seconds=train_seconds)
+                break
+    bar.close()
+    envs.close()
+
+    final_returns = evaluate(policy.deterministic, config.env, config.eval_episodes, config.seed + FINAL_EVAL_SEED_OFFSET,
+                             **config.env_kwargs)
+    history.update(train_seconds=train_seconds, env_steps=step, eval_returns=final_returns,
+                   eval_mean=float(np.mean(final_returns)), agent=policy, value_net=value_net)
+    return history

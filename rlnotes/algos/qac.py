@@ -1,0 +1,207 @@
+"""The notes' five-step actor-critic, literally: a policy (actor) scored by a learned Q(s, a) (critic).
+
+Introduced in notebook 03. Both the policy pi(a|s; theta) and the action value q(s, a; w) are
+networks. Every step of every env runs the notes' five steps:
+
+    1. sample a ~ pi(.|s)                                  (the actor chooses)
+    2. execute a; observe r and s'                         (the environment answers)
+    3. sample a' ~ pi(.|s'), NOT executed                  (only to value s' under the policy)
+    4. TD update of the critic: q(s, a) towards r + gamma (1 - terminated) q(s', a')      (descent on w)
+    5. policy update scored by the critic: ascend q(s, a) * grad log pi(a|s)             (ascent on theta)
+
+The critic improves because its targets contain a real reward; the policy improves because the critic
+tells it which actions look good. When training ends, the policy is what we keep: it acts alone, the
+critic was scaffolding. A2C (`rlnotes.algos.a2c`) replaces Q by V and the score q(s, a) by an advantage.
+
+Hyperparameters: chosen for this course (no reference implementation of the plain Q actor-critic has
+tuned ones): the network sizes of `a2c`, Adam, a critic that learns faster than the actor.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from rlnotes.advantages import td_target
+from rlnotes.algos.common import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, env_actions, evaluate
+from rlnotes.envs import final_next_obs, make_vec
+from rlnotes.nets import QCritic, make_policy
+from rlnotes.objectives import pg_loss, value_loss
+from rlnotes.utils import seed_everything
+
+__all__ = ["Config", "five_steps", "train"]
+
+
+@dataclass
+class Config:
+    env: str = field(default="CartPole-v1", metadata={"help": "gymnasium id: Box observations, Discrete or Box actions"})
+    seed: int = field(default=1, metadata={"help": "seed of python, numpy, torch and the envs"})
+    total_steps: int = field(default=100_000, metadata={"help": "budget of environment steps (all envs together)"})
+    num_envs: int = field(default=16, metadata={"help": "parallel environments; each runs the five steps, one update per step of all"})
+    actor_learning_rate: float = field(default=3e-4, metadata={"help": "Adam step size of the policy (step 5)"})
+    critic_learning_rate: float = field(default=3e-3, metadata={"help": "Adam step size of the Q critic (step 4)"})
+    gamma: float = field(default=0.99, metadata={"help": "discount factor, in [0, 1]"})
+    hidden_size: int = field(default=64, metadata={"help": "units in each hidden layer (policy and critic)"})
+    hidden_layers: int = field(default=2, metadata={"help": "number of hidden layers (policy and critic)"})
+    log_std_init: float = field(default=0.0, metadata={"help": "initial log std of a Gaussian policy (Box actions)"})
+    max_grad_norm: float = field(default=0.5, metadata={"help": "clip each network's gradient norm to this"})
+    eval_every: int = field(default=2_048, metadata={"help": "env steps between deterministic evaluations (not timed)"})
+    eval_episodes: int = field(default=10, metadata={"help": "deterministic episodes per evaluation, and in the final one"})
+    stop_when_solved: bool = field(default=True, metadata={"help": "stop once an evaluation reaches the env's reward_threshold"})
+    num_threads: int = field(default=1, metadata={"help": "torch.set_num_threads; 1 is fastest for small nets"})
+    progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+
+    def __post_init__(self):
+        for name in ("total_steps", "num_envs", "hidden_size", "eval_every", "eval_episodes", "num_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"qac.Config: {name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"qac.Config: gamma must be in [0, 1], got {self.gamma}")
+        for name in ("actor_learning_rate", "critic_learning_rate", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"qac.Config: {name} must be > 0, got {getattr(self, name)}")
+        for name in ("hidden_layers", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"qac.Config: {name} must be >= 0, got {getattr(self, name)}")
+
+
+def five_steps(envs, obs: np.ndarray, policy, critic, actor_optimizer, critic_optimizer, gamma: float,
+               max_grad_norm: float = float("inf")):
+    """One pass of the five steps in every env of `envs` (one transition each, N in all).
+
+    obs: the current observations (N, obs_size). Returns (next_obs, info, stats) where stats has the
+    batch's mean q(s, a), TD error and the two losses. The order is the notes': the critic learns first
+    (step 4), then the actor is scored by the critic it just updated (step 5).
+    """
+    obs_t = torch.as_tensor(obs, dtype=torch.float32)  # (N, obs_size)
+
+    # 1. sample a ~ pi(.|s)
+    actions = policy.sample(obs_t)  # (N,) or (N, D), no gradient
+
+    # 2. execute a; observe r and s'
+    next_obs, rewards, terminated, truncated, info = envs.step(env_actions(actions, envs.single_action_space))
+    rewards = torch.as_tensor(rewards, dtype=torch.float32)
+    terminated = torch.as_tensor(terminated)
+    true_next = torch.as_tensor(final_next_obs(next_obs, info), dtype=torch.float32)  # s' of the episode that just ended,
+    # not the next episode's first observation (SAME_STEP autoreset has already put that in next_obs)
+
+    # 3. sample a' ~ pi(.|s'), not executed: it only says how s' is valued under the current policy
+    next_actions = policy.sample(true_next)
+
+    # 4. TD update of the critic: q(s, a) -> r + gamma (1 - terminated) q(s', a')   (truncation IS bootstrapped)
+    with torch.no_grad():
+        targets = td_target(rewards, critic(true_next, next_actions), terminated, gamma)  # (N,)
+    q = critic(obs_t, actions)  # (N,)
+    critic_loss = value_loss(q, targets)
+    critic_optimizer.zero_grad()
+    critic_loss.backward()
+    torch.nn.utils.clip_grad_norm_(critic.parameters(), max_grad_norm)
+    critic_optimizer.step()
+
+    # 5. policy update scored by the critic: ascend q(s, a) log pi(a|s)  (pg_loss is its negative)
+    with torch.no_grad():
+        score = critic(obs_t, actions)  # (N,)
+    actor_loss = pg_loss(policy(obs_t).log_prob(actions), score)
+    actor_optimizer.zero_grad()
+    actor_loss.backward()
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+    actor_optimizer.step()
+
+    stats = {"q_mean": q.mean().item(), "td_error": (targets - q.detach()).abs().mean().item(),
+             "critic_loss": critic_loss.item(), "actor_loss": actor_loss.item()}
+    return next_obs, info, stats
+
+
+# ---- the training loop ----------------------------------------------------------------------
+
+
+HISTORY_KEYS = (
+    "episode_steps", "episode_returns", "update_steps", "q_mean", "td_error", "critic_loss", "actor_loss",
+    "eval_steps", "eval_means", "eval_seconds",
+)
+
+
+def train(config: Config, progress=None) -> dict:
+    """Train the five-step Q actor-critic; return the history plus the trained policy under "agent".
+
+    progress(record) is called after each evaluation with a small dict (step, eval_mean, q_mean,
+    train_seconds). Keys of the history:
+        episode_steps, episode_returns         each finished training episode
+        update_steps, q_mean, td_error, critic_loss, actor_loss     means over each eval period
+        eval_steps, eval_means, eval_seconds   each evaluation; eval_seconds = training time so far
+        solved_step, solved_seconds            first evaluation at the env's reward_threshold (or None)
+        train_seconds, env_steps               totals (evaluation time excluded)
+        eval_returns, eval_mean                the final evaluation, on seeds not used before
+        agent, critic                          the trained policy (what we keep) and the Q critic
+    """
+    # seed
+    torch.set_num_threads(config.num_threads)
+    seed_everything(config.seed)
+
+    # envs
+    envs = make_vec(config.env, config.num_envs, seed=config.seed)
+    threshold = gym.spec(config.env).reward_threshold if config.stop_when_solved else None
+
+    # nets and optimizers: the actor pi(a|s; theta) and the critic q(s, a; w), each with its own Adam
+    hidden = (config.hidden_size,) * config.hidden_layers
+    policy = make_policy(envs.single_observation_space, envs.single_action_space, hidden, nn.Tanh, config.log_std_init)
+    critic = QCritic.for_spaces(envs.single_observation_space, envs.single_action_space, hidden, nn.Tanh)
+    actor_optimizer = torch.optim.Adam(policy.parameters(), lr=config.actor_learning_rate)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=config.critic_learning_rate)
+
+    # storage
+    history = {key: [] for key in HISTORY_KEYS}
+    history.update(solved_step=None, solved_seconds=None)
+    period = {key: [] for key in ("q_mean", "td_error", "critic_loss", "actor_loss")}
+
+    obs, _ = envs.reset(seed=config.seed)
+    step, train_seconds = 0, 0.0
+    bar = tqdm(total=config.total_steps, desc="qac", unit="step", disable=not config.progress_bar)
+    while step < config.total_steps:
+        tick = time.perf_counter()
+
+        # the five steps, in every env at once
+        next_obs, info, stats = five_steps(envs, obs, policy, critic, actor_optimizer, critic_optimizer, config.gamma,
+                                           config.max_grad_norm)
+        obs = next_obs  # continue from the reset observation where an episode ended
+        before, step = step, step + config.num_envs
+        for i in np.flatnonzero(info.get("_episode", [])):
+            history["episode_steps"].append(step)
+            history["episode_returns"].append(float(info["episode"]["r"][i]))
+        for key, value in stats.items():
+            period[key].append(value)
+        train_seconds += time.perf_counter() - tick
+        bar.update(config.num_envs)
+
+        # diagnostics and evaluation (not timed), early stop when solved
+        if step // config.eval_every > before // config.eval_every or step >= config.total_steps:
+            history["update_steps"].append(step)
+            for key, values in period.items():
+                history[key].append(float(np.mean(values)))
+                values.clear()
+            eval_mean = float(np.mean(evaluate(policy.deterministic, config.env, config.eval_episodes,
+                                               config.seed + EVAL_SEED_OFFSET)))
+            history["eval_steps"].append(step)
+            history["eval_means"].append(eval_mean)
+            history["eval_seconds"].append(train_seconds)
+            record = {"step": step, "eval_mean": eval_mean, "q_mean": history["q_mean"][-1],
+                      "train_seconds": round(train_seconds, 2)}
+            bar.set_postfix(eval_mean=f"{eval_mean:.1f}")
+            if progress is not None:
+                progress(record)
+            if threshold is not None and eval_mean >= threshold:
+                history.update(solved_step=step, solved_seconds=train_seconds)
+                break
+    bar.close()
+    envs.close()
+
+    final_returns = evaluate(policy.deterministic, config.env, config.eval_episodes, config.seed + FINAL_EVAL_SEED_OFFSET)
+    history.update(train_seconds=train_seconds, env_steps=step, eval_returns=final_returns,
+                   eval_mean=float(np.mean(final_returns)), agent=policy, critic=critic)
+    return history
