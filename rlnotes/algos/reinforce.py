@@ -171,15 +171,15 @@ def sample_episodes(mdp: TabularMDP, policy: torch.Tensor, n_episodes: int, gene
                     max_steps: int = 200) -> dict:
     """Play `n_episodes` episodes of `policy` (S, A) from mdp.start, in parallel; everything (n, T).
 
-    Returns states, actions (long), rewards (float64), alive (bool: the step belongs to the episode),
-    terminated (bool: the episode ended at this step). Episodes still running after `max_steps` are
-    cut (choose it so that gamma**max_steps is negligible).
+    Returns states, actions, next_states (long), rewards (float64), alive (bool: the step belongs to
+    the episode), terminated (bool: the episode ended at this step). Episodes still running after
+    `max_steps` are cut (choose it so that gamma**max_steps is negligible).
     """
     if n_episodes < 1 or max_steps < 1:
         raise ValueError(f"sample_episodes: n_episodes and max_steps must be >= 1, got {n_episodes}, {max_steps}")
     state = torch.full((n_episodes,), mdp.start, dtype=torch.long)
     alive = ~mdp.terminal[state]
-    out = {k: [] for k in ("states", "actions", "rewards", "alive", "terminated")}
+    out = {k: [] for k in ("states", "actions", "rewards", "next_states", "alive", "terminated")}
     for _ in range(max_steps):
         if not alive.any():
             break
@@ -187,7 +187,7 @@ def sample_episodes(mdp: TabularMDP, policy: torch.Tensor, n_episodes: int, gene
         next_state = _sample_rows(mdp.P[state, action], generator)  # (n,)
         ends = alive & mdp.terminal[next_state]
         for key, value in (("states", state), ("actions", action), ("rewards", mdp.R[state, action, next_state] * alive),
-                           ("alive", alive), ("terminated", ends)):
+                           ("next_states", next_state), ("alive", alive), ("terminated", ends)):
             out[key].append(value)
         alive = alive & ~ends
         state = next_state
