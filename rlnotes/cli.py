@@ -3,6 +3,8 @@
     rlnotes chapters                                   one line a notebook
     rlnotes train dqn --env CartPole-v1 --seed 1       JSON lines of progress, then the final result
     rlnotes bench --seeds 5                            side by side with Stable-Baselines3 (bench extra)
+    rlnotes lm sft --seed 1                            the tiny GPT's SFT on the noisy teacher (chapter 06)
+    rlnotes lm dpo --seed 1                            SFT, then DPO (or --loss-type ipo|hinge|robust|kto)
 
 Each trainable algorithm is a module `rlnotes.algos.<name>` with a `Config` dataclass (each field
 carries its help text in `metadata["help"]`) and `train(config, progress=None) -> history`. The
@@ -46,6 +48,27 @@ ALGORITHMS = {
     "trpo": "rlnotes.algos.trpo",
     "ppo": "rlnotes.algos.ppo",
 }
+
+
+# `rlnotes lm <name>`: the tiny language-model lab; each module has a Config dataclass.
+LM_COMMANDS = {
+    "sft": "rlnotes.lm.sft",
+    "dpo": "rlnotes.lm.dpo",
+}
+
+
+def _run_lm(name: str, config) -> None:
+    """Run an `rlnotes lm` command: JSON lines of progress, then the final record."""
+    module = importlib.import_module(LM_COMMANDS[name])
+    progress = lambda record: _print_json({"event": "progress", **record})  # noqa: E731
+    if name == "sft":
+        _, history = module.train(config, progress=progress)
+        history["final_loss"] = history["loss"][-1]
+        history = {k: v for k, v in history.items() if k not in ("step", "loss")}  # per-step lists: too long for a line
+    else:
+        _, _, sft_history, history = module.run(config, progress=progress)
+        history["sft"] = {k: sft_history[k] for k in ("greedy_accuracy", "sampled_accuracy", "seconds")}
+    _print_json({"event": "final", "command": f"lm {name}", "config": dataclasses.asdict(config), **history})
 
 
 def _available_algorithms() -> dict:
@@ -122,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in _available_algorithms().items():
         sub = algos.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
         _add_config_options(sub, module.Config)
+    lm = commands.add_parser("lm", help="the tiny language-model lab: SFT and DPO on 2-digit addition, JSON output")
+    lm_commands = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND")
+    for name, module_name in LM_COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = lm_commands.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
+        _add_config_options(sub, module.Config)
     return parser
 
 
@@ -144,6 +173,12 @@ def main(argv=None) -> int:
         config = config_from_args(module.Config, args)
         history = module.train(config, progress=lambda record: _print_json({"event": "progress", **record}))
         _print_json({"event": "final", "algorithm": args.algorithm, "config": dataclasses.asdict(config), **history})
+        return 0
+    if args.command == "lm":
+        if args.lm_command is None:
+            parser.parse_args(["lm", "--help"])
+        module = importlib.import_module(LM_COMMANDS[args.lm_command])
+        _run_lm(args.lm_command, config_from_args(module.Config, args))
         return 0
     parser.print_help()
     return 0

@@ -1,0 +1,98 @@
+"""Log-probabilities of completions: per token, masked, and summed or averaged per sequence.
+
+Introduced in ``06_dpo``; every LM chapter scores answers with these. A batch is a (B, L) tensor of
+``prompt + completion + padding`` ids with a (B, L) `completion_mask` that is True on the completion's
+tokens INCLUDING its EOS, and False on the prompt and on the padding. The classic traps, avoided here:
+
+* the shift: logits at position t predict token t + 1, so log-probs are (B, L - 1) and the mask is
+  ``completion_mask[:, 1:]``;
+* the prompt is given, not generated: its tokens are masked out;
+* padding is masked out, but EOS is counted: stopping at the right place is part of the answer.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["collate", "token_logprobs", "masked_sum", "masked_mean", "sequence_logprobs"]
+
+
+def collate(prompts: torch.Tensor, completions: torch.Tensor, eos_id: int = 1):
+    """Glue prompts and completions into one batch -> (tokens (B, P + N), completion_mask (B, P + N)).
+
+    prompts: (B, P) ids, all of length P (fixed-length prompts). completions: (B, N) ids: each row is
+    an answer that ends with its first EOS, followed by padding, or a row of N real tokens with no EOS
+    (an answer cut at the generation budget). The mask is True on the completion up to AND including
+    its first EOS, False on the prompt and after the EOS. It is built from the EOS position, not from
+    the padding id, so a padding id that an untrained model happens to generate before EOS is still
+    scored as the real token it is.
+    """
+    if prompts.dim() != 2 or completions.dim() != 2 or prompts.shape[0] != completions.shape[0]:
+        raise ValueError(
+            f"collate: prompts {tuple(prompts.shape)} and completions {tuple(completions.shape)} must be (B, P) and (B, N)"
+        )
+    is_eos = completions == eos_id  # (B, N)
+    after_eos = (is_eos.long().cumsum(-1) - is_eos.long()) > 0  # an EOS strictly before this position: (B, N)
+    tokens = torch.cat([prompts, completions], dim=1)  # (B, P + N)
+    mask = torch.cat([torch.zeros_like(prompts, dtype=torch.bool), ~after_eos], dim=1)  # (B, P + N)
+    return tokens, mask
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] for every position: logits (B, T, V), targets (B, T) -> (B, T).
+
+    Computed as ``logit[target] - logsumexp(logits)``, which never materialises the (B, T, V)
+    log_softmax tensor; tests check it against ``log_softmax(...).gather(...)``.
+    """
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(f"token_logprobs: logits {tuple(logits.shape)} must be (B, T, V) and targets {tuple(targets.shape)} (B, T)")
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T, V) -> (B, T)
+    return picked - torch.logsumexp(logits, dim=-1)  # (B, T)
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of `values` where `mask` is True, along the last dim: (B, T), (B, T) -> (B,)."""
+    if values.shape != mask.shape:
+        raise ValueError(f"masked_sum: values {tuple(values.shape)} and mask {tuple(mask.shape)} differ in shape")
+    return (values * mask).sum(-1)  # multiply, not index: keeps the (B,) shape and the gradient
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where `mask` is True, per row: (B, T), (B, T) -> (B,). A row with no True raises."""
+    if values.shape != mask.shape:
+        raise ValueError(f"masked_mean: values {tuple(values.shape)} and mask {tuple(mask.shape)} differ in shape")
+    counts = mask.sum(-1)  # (B,)
+    if bool((counts == 0).any()):
+        raise ValueError("masked_mean: mask has a row with no True entry (an empty completion)")
+    return masked_sum(values, mask) / counts
+
+
+def sequence_logprobs(model, tokens: torch.Tensor, completion_mask: torch.Tensor) -> dict:
+    """Score the completions of a batch under `model` (gradients flow unless called under no_grad).
+
+    Args:
+        model: maps ids (B, T) to logits (B, T, V).
+        tokens: (B, L) ids, prompt + completion + padding (``collate``).
+        completion_mask: (B, L) bool, True on the completion's tokens including EOS.
+
+    Returns a dict:
+        ``sum`` (B,): log pi(y | x), the sequence log-prob (what DPO, KTO and the RL chapters use);
+        ``mean`` (B,): sum / number of completion tokens (length-normalised; IPO in TRL, SimPO);
+        ``per_token`` (B, L - 1): log pi(token t + 1 | tokens <= t), zero where masked;
+        ``mask`` (B, L - 1): the shifted completion mask;
+        ``logits`` (B, L - 1, V): the logits that produced them (for exact per-token KL).
+    """
+    if tokens.shape != completion_mask.shape or tokens.dim() != 2:
+        raise ValueError(
+            f"sequence_logprobs: tokens {tuple(tokens.shape)} and completion_mask {tuple(completion_mask.shape)} must both be (B, L)"
+        )
+    logits = model(tokens[:, :-1])  # position t predicts token t + 1: (B, L - 1, V)
+    mask = completion_mask[:, 1:]  # (B, L - 1), aligned with the predicted tokens
+    per_token = token_logprobs(logits, tokens[:, 1:]) * mask  # (B, L - 1)
+    return {
+        "sum": masked_sum(per_token, mask),
+        "mean": masked_mean(per_token, mask),
+        "per_token": per_token,
+        "mask": mask,
+        "logits": logits,
+    }
