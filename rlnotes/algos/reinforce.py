@@ -360,7 +360,7 @@ def train(config: Config, progress=None) -> dict:
         tick = time.perf_counter()
 
         # rollout: one whole episode from every env, no gradient
-        batch = collect_episodes(envs, policy, seed=config.seed + 1_000 * (update + 1))
+        batch = collect_episodes(envs, policy, seed=config.seed if update == 0 else None)  # later resets continue the envs' RNG
         update += 1
         before, step = step, step + batch.steps
         for ret in batch.episode_returns:
