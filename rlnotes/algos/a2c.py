@@ -52,7 +52,7 @@ class Config:
     total_steps: int = field(default=200_000, metadata={"help": "budget of environment steps (all envs together)"})
     num_envs: int = field(default=8, metadata={"help": "parallel environments collecting the rollout"})
     num_steps: int = field(default=5, metadata={"help": "steps of each env per rollout (batch = num_envs * num_steps)"})
-    optimizer: str = field(default="rmsprop", metadata={"help": "adam, or rmsprop (alpha 0.99, as Stable-Baselines3's A2C)"})
+    optimizer: str = field(default="rmsprop", metadata={"help": "rmsprop (alpha 0.99, eps 1e-5, as Stable-Baselines3's A2C) or adam"})
     learning_rate: float = field(default=7e-4, metadata={"help": "step size of the optimizer"})
     gamma: float = field(default=0.99, metadata={"help": "discount factor, in [0, 1]"})
     gae_lambda: float = field(default=1.0, metadata={"help": "GAE lambda, in [0, 1]: 0 is the TD error, 1 the Monte Carlo advantage"})
