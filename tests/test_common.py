@@ -103,3 +103,31 @@ def test_cheap_samplers_draw_from_the_policy_distribution():
     draws = gaussian.sample(obs)
     torch.testing.assert_close(draws.mean(0), gaussian.mean(obs[:1])[0].detach(), atol=0.01, rtol=0)
     torch.testing.assert_close(draws.std(0), torch.full((2,), math.exp(-1.0)), atol=0.01, rtol=0)
+
+
+def _balance(obs):
+    """A hand-made CartPole controller: push toward where the pole is falling (scores 500 from these seeds)."""
+    return (obs[:, 2] + 0.5 * obs[:, 3] > 0).long()
+
+
+def test_evaluator_follows_the_protocol():
+    from types import SimpleNamespace
+
+    from rlnotes.algos.common import Evaluator
+
+    config = SimpleNamespace(env="CartPole-v1", seed=0, eval_every=100, eval_episodes=3, total_steps=1000,
+                             stop_when_solved=True)
+    history, records = {}, []
+    evaluator = Evaluator(config, history, progress=records.append)
+    assert not evaluator(_balance, 50, 90, 1.0)  # no multiple of 100 passed: nothing happens
+    assert history["eval_steps"] == [] and records == []
+    always_left = lambda obs: torch.zeros(len(obs), dtype=torch.long)  # noqa: E731  falls in about 10 steps
+    assert not evaluator(always_left, 90, 110, 2.0, loss=0.5)  # evaluated, not solved
+    assert history["eval_steps"] == [110] and history["eval_means"][0] < 20 and history["eval_seconds"] == [2.0]
+    assert records[-1]["loss"] == 0.5 and records[-1]["step"] == 110
+    assert evaluator(_balance, 190, 205, 3.0)  # 500 >= 475: solved, stop
+    assert (history["solved_step"], history["solved_seconds"]) == (205, 3.0)
+    evaluator.finish(_balance, 205, 3.0)
+    assert history["eval_mean"] == 500.0 and history["env_steps"] == 205 and len(history["eval_returns"]) == 3
+    config.stop_when_solved = False  # solved is still recorded (first time only), but the run goes on
+    assert not evaluator(_balance, 290, 300, 4.0) and history["solved_step"] == 205

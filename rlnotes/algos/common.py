@@ -20,7 +20,7 @@ from rlnotes.divergences import kl_categorical, kl_gaussian
 from rlnotes.envs import make_vec
 
 __all__ = [
-    "Rollout", "collect_rollout", "env_actions", "evaluate", "EVAL_SEED_OFFSET", "FINAL_EVAL_SEED_OFFSET",
+    "Rollout", "collect_rollout", "env_actions", "evaluate", "Evaluator", "EVAL_SEED_OFFSET", "FINAL_EVAL_SEED_OFFSET",
     "freeze_distribution", "policy_kl",
 ]
 
@@ -154,6 +154,52 @@ def evaluate(act, env_id: str, episodes: int, seed: int, **env_kwargs) -> list:
         running[ended] = 0.0
     envs.close()
     return returns.tolist()
+
+
+class Evaluator:
+    """The course's evaluation protocol, in one place for every trainer (dqn, reinforce, qac, a2c, ppo, trpo).
+
+    Every `config.eval_every` env steps (and when the budget is spent): `config.eval_episodes`
+    deterministic episodes on seeds the training never sees. Their time is not training time: the
+    trainers stop their clock around the call. Once the mean reaches the env's reward_threshold
+    (475 on CartPole-v1) the run is solved, and stops if `config.stop_when_solved`.
+
+        evaluator = Evaluator(config, history, progress, bar)        # adds eval_* and solved_* to history
+        if evaluator(policy.deterministic, before, step, train_seconds, loss=...):   # True: stop, solved
+            break
+        evaluator.finish(policy.deterministic, step, train_seconds)  # final evaluation on fresh seeds
+    """
+
+    def __init__(self, config, history: dict, progress=None, bar=None):
+        self.config, self.history, self.progress, self.bar = config, history, progress, bar
+        self.threshold = gym.spec(config.env).reward_threshold
+        history.update(eval_steps=[], eval_means=[], eval_seconds=[], solved_step=None, solved_seconds=None)
+
+    def __call__(self, act, before: int, step: int, train_seconds: float, **extra) -> bool:
+        """Evaluate if the step counter passed a multiple of eval_every going from `before` to `step`
+        (or reached total_steps); `extra` goes into the progress record. Returns True to stop."""
+        every = self.config.eval_every
+        if step // every == before // every and step < self.config.total_steps:
+            return False
+        eval_mean = float(np.mean(evaluate(act, self.config.env, self.config.eval_episodes,
+                                           self.config.seed + EVAL_SEED_OFFSET)))
+        self.history["eval_steps"].append(step)
+        self.history["eval_means"].append(eval_mean)
+        self.history["eval_seconds"].append(train_seconds)
+        if self.bar is not None:
+            self.bar.set_postfix(eval_mean=f"{eval_mean:.1f}")
+        if self.progress is not None:
+            self.progress({"step": step, "eval_mean": eval_mean, **extra, "train_seconds": round(train_seconds, 2)})
+        solved = self.threshold is not None and eval_mean >= self.threshold
+        if solved and self.history["solved_step"] is None:
+            self.history.update(solved_step=step, solved_seconds=train_seconds)
+        return solved and self.config.stop_when_solved
+
+    def finish(self, act, step: int, train_seconds: float) -> None:
+        """The final evaluation, on seeds used by no earlier evaluation; totals into the history."""
+        returns = evaluate(act, self.config.env, self.config.eval_episodes, self.config.seed + FINAL_EVAL_SEED_OFFSET)
+        self.history.update(train_seconds=train_seconds, env_steps=step, eval_returns=returns,
+                            eval_mean=float(np.mean(returns)))
 
 
 def freeze_distribution(dist, rows=None):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rlnotes.advantages import td_target
-from rlnotes.algos.common import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, evaluate
+from rlnotes.algos.common import Evaluator
 from rlnotes.envs import final_next_obs, make_vec
 from rlnotes.nets import QNetwork, flat_size
 from rlnotes.utils import seed_everything
@@ -228,7 +228,6 @@ def train(config: Config, progress=None) -> dict:
     _check_spaces(envs)
     obs_shape = envs.single_observation_space.shape
     n_actions = int(envs.single_action_space.n)
-    threshold = gym.spec(config.env).reward_threshold if config.stop_when_solved else None
 
     # nets and optimizer
     q_net = QNetwork(flat_size(envs.single_observation_space), n_actions, (config.hidden_size,) * config.hidden_layers)
@@ -237,13 +236,12 @@ def train(config: Config, progress=None) -> dict:
 
     # storage
     buffer = ReplayBuffer(config.buffer_size, obs_shape)
-    history = {key: [] for key in ("episode_steps", "episode_returns", "train_steps", "losses", "q_means",
-                                   "eval_steps", "eval_means", "eval_seconds")}
-    history.update(solved_step=None, solved_seconds=None)
+    history = {key: [] for key in ("episode_steps", "episode_returns", "train_steps", "losses", "q_means")}
 
     obs, _ = envs.reset(seed=config.seed)
     step, train_seconds, loss_value = 0, 0.0, float("nan")
     bar = tqdm(total=config.total_steps, desc="dqn", unit="step", disable=not config.progress_bar)
+    evaluator = Evaluator(config, history, progress, bar)
     while step < config.total_steps:
         tick = time.perf_counter()
 
@@ -278,23 +276,11 @@ def train(config: Config, progress=None) -> dict:
         bar.update(config.num_envs)
 
         # diagnostics: greedy evaluation (not timed), early stop when solved
-        if _crossed(before, step, config.eval_every) or step >= config.total_steps:
-            eval_mean = float(np.mean(evaluate(q_net.greedy, config.env, config.eval_episodes, config.seed + EVAL_SEED_OFFSET)))
-            history["eval_steps"].append(step)
-            history["eval_means"].append(eval_mean)
-            history["eval_seconds"].append(train_seconds)
-            record = {"step": step, "eval_mean": eval_mean, "epsilon": epsilon, "loss": loss_value,
-                      "train_seconds": round(train_seconds, 2)}
-            bar.set_postfix(eval_mean=f"{eval_mean:.1f}", epsilon=f"{epsilon:.2f}")
-            if progress is not None:
-                progress(record)
-            if threshold is not None and eval_mean >= threshold:
-                history.update(solved_step=step, solved_seconds=train_seconds)
-                break
+        if evaluator(q_net.greedy, before, step, train_seconds, epsilon=epsilon, loss=loss_value):
+            break
     bar.close()
     envs.close()
 
-    final_returns = evaluate(q_net.greedy, config.env, config.eval_episodes, config.seed + FINAL_EVAL_SEED_OFFSET)
-    history.update(train_seconds=train_seconds, env_steps=step, eval_returns=final_returns,
-                   eval_mean=float(np.mean(final_returns)), agent=q_net)
+    evaluator.finish(q_net.greedy, step, train_seconds)
+    history["agent"] = q_net
     return history
