@@ -1,7 +1,6 @@
 """Chapter 00 widget: the computation behind the sliders, and the view wiring."""
 
 import pytest
-import torch
 
 from rlnotes.envs import ACTIONS
 from rlnotes.widgets import gridworld_values

@@ -173,6 +173,7 @@ class Evaluator:
     def __init__(self, config, history: dict, progress=None, bar=None):
         self.config, self.history, self.progress, self.bar = config, history, progress, bar
         self.threshold = gym.spec(config.env).reward_threshold
+        self.env_kwargs = getattr(config, "env_kwargs", None) or {}  # e.g. max_episode_steps, as in training
         history.update(eval_steps=[], eval_means=[], eval_seconds=[], solved_step=None, solved_seconds=None)
 
     def __call__(self, act, before: int, step: int, train_seconds: float, **extra) -> bool:
@@ -182,7 +183,7 @@ class Evaluator:
         if step // every == before // every and step < self.config.total_steps:
             return False
         eval_mean = float(np.mean(evaluate(act, self.config.env, self.config.eval_episodes,
-                                           self.config.seed + EVAL_SEED_OFFSET)))
+                                           self.config.seed + EVAL_SEED_OFFSET, **self.env_kwargs)))
         self.history["eval_steps"].append(step)
         self.history["eval_means"].append(eval_mean)
         self.history["eval_seconds"].append(train_seconds)
@@ -197,7 +198,8 @@ class Evaluator:
 
     def finish(self, act, step: int, train_seconds: float) -> None:
         """The final evaluation, on seeds used by no earlier evaluation; totals into the history."""
-        returns = evaluate(act, self.config.env, self.config.eval_episodes, self.config.seed + FINAL_EVAL_SEED_OFFSET)
+        returns = evaluate(act, self.config.env, self.config.eval_episodes, self.config.seed + FINAL_EVAL_SEED_OFFSET,
+                           **self.env_kwargs)
         self.history.update(train_seconds=train_seconds, env_steps=step, eval_returns=returns,
                             eval_mean=float(np.mean(returns)))
 

@@ -22,14 +22,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from rlnotes.advantages import td_target
-from rlnotes.algos.common import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, env_actions, evaluate
+from rlnotes.algos.common import Evaluator, env_actions
 from rlnotes.envs import final_next_obs, make_vec
 from rlnotes.nets import QCritic, make_policy
 from rlnotes.objectives import pg_loss, value_loss
@@ -146,7 +145,6 @@ def train(config: Config, progress=None) -> dict:
 
     # envs
     envs = make_vec(config.env, config.num_envs, seed=config.seed)
-    threshold = gym.spec(config.env).reward_threshold if config.stop_when_solved else None
 
     # nets and optimizers: the actor pi(a|s; theta) and the critic q(s, a; w), each with its own Adam
     hidden = (config.hidden_size,) * config.hidden_layers
@@ -157,12 +155,12 @@ def train(config: Config, progress=None) -> dict:
 
     # storage
     history = {key: [] for key in HISTORY_KEYS}
-    history.update(solved_step=None, solved_seconds=None)
     period = {key: [] for key in ("q_mean", "td_error", "critic_loss", "actor_loss")}
 
     obs, _ = envs.reset(seed=config.seed)
     step, train_seconds = 0, 0.0
     bar = tqdm(total=config.total_steps, desc="qac", unit="step", disable=not config.progress_bar)
+    evaluator = Evaluator(config, history, progress, bar)
     while step < config.total_steps:
         tick = time.perf_counter()
 
@@ -185,23 +183,11 @@ def train(config: Config, progress=None) -> dict:
             for key, values in period.items():
                 history[key].append(float(np.mean(values)))
                 values.clear()
-            eval_mean = float(np.mean(evaluate(policy.deterministic, config.env, config.eval_episodes,
-                                               config.seed + EVAL_SEED_OFFSET)))
-            history["eval_steps"].append(step)
-            history["eval_means"].append(eval_mean)
-            history["eval_seconds"].append(train_seconds)
-            record = {"step": step, "eval_mean": eval_mean, "q_mean": history["q_mean"][-1],
-                      "train_seconds": round(train_seconds, 2)}
-            bar.set_postfix(eval_mean=f"{eval_mean:.1f}")
-            if progress is not None:
-                progress(record)
-            if threshold is not None and eval_mean >= threshold:
-                history.update(solved_step=step, solved_seconds=train_seconds)
+            if evaluator(policy.deterministic, before, step, train_seconds, q_mean=history["q_mean"][-1]):
                 break
     bar.close()
     envs.close()
 
-    final_returns = evaluate(policy.deterministic, config.env, config.eval_episodes, config.seed + FINAL_EVAL_SEED_OFFSET)
-    history.update(train_seconds=train_seconds, env_steps=step, eval_returns=final_returns,
-                   eval_mean=float(np.mean(final_returns)), agent=policy, critic=critic)
+    evaluator.finish(policy.deterministic, step, train_seconds)
+    history.update(agent=policy, critic=critic)
     return history

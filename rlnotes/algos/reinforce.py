@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from rlnotes.advantages import discounted_returns, normalize
 from rlnotes.algos import tabular
-from rlnotes.algos.common import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, env_actions, evaluate
+from rlnotes.algos.common import Evaluator, env_actions
 from rlnotes.envs import TabularMDP, make_vec
 from rlnotes.nets import ValueNetwork, flat_size, make_policy
 from rlnotes.objectives import pg_loss, value_loss
@@ -342,7 +342,6 @@ def train(config: Config, progress=None) -> dict:
     # envs
     envs = make_vec(config.env, config.num_envs, seed=config.seed, **config.env_kwargs)
     _check_spaces(envs)
-    threshold = gym.spec(config.env).reward_threshold if config.stop_when_solved else None
 
     # nets and optimizer
     policy = make_policy(envs.single_observation_space, envs.single_action_space, config.hidden, log_std_init=config.log_std_init)
@@ -352,10 +351,10 @@ def train(config: Config, progress=None) -> dict:
 
     # storage
     history = {key: [] for key in HISTORY_KEYS}
-    history.update(solved_step=None, solved_seconds=None)
 
     step, update, train_seconds = 0, 0, 0.0
     bar = tqdm(total=config.total_steps, desc="reinforce", unit="step", disable=not config.progress_bar)
+    evaluator = Evaluator(config, history, progress, bar)
     while step < config.total_steps:
         tick = time.perf_counter()
 
@@ -406,26 +405,13 @@ def train(config: Config, progress=None) -> dict:
         history["policy_loss"].append(loss.item())
         history["value_loss"].append(v_loss)
         history["entropy"].append(entropy.item())
-        if step // config.eval_every > before // config.eval_every or step >= config.total_steps:
-            eval_mean = float(np.mean(evaluate(policy.deterministic, config.env, config.eval_episodes,
-                                               config.seed + EVAL_SEED_OFFSET, **config.env_kwargs)))
-            history["eval_steps"].append(step)
-            history["eval_means"].append(eval_mean)
-            history["eval_seconds"].append(train_seconds)
-            recent = history["episode_returns"][-config.num_envs:]
-            record = {"step": step, "eval_mean": eval_mean, "train_return": float(np.mean(recent)),
-                      "entropy": entropy.item(), "train_seconds": round(train_seconds, 2)}
-            bar.set_postfix(eval_mean=f"{eval_mean:.1f}")
-            if progress is not None:
-                progress(record)
-            if threshold is not None and eval_mean >= threshold:
-                history.update(solved_step=step, solved_seconds=train_seconds)
-                break
+        recent = history["episode_returns"][-config.num_envs:]
+        if evaluator(policy.deterministic, before, step, train_seconds, train_return=float(np.mean(recent)),
+                     entropy=entropy.item()):
+            break
     bar.close()
     envs.close()
 
-    final_returns = evaluate(policy.deterministic, config.env, config.eval_episodes, config.seed + FINAL_EVAL_SEED_OFFSET,
-                             **config.env_kwargs)
-    history.update(train_seconds=train_seconds, env_steps=step, eval_returns=final_returns,
-                   eval_mean=float(np.mean(final_returns)), agent=policy)
+    evaluator.finish(policy.deterministic, step, train_seconds)
+    history["agent"] = policy
     return history
