@@ -34,7 +34,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -42,9 +41,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm.auto import tqdm
 
 from rlnotes.advantages import gae, normalize
-from rlnotes.algos.common import (
-    EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, collect_rollout, evaluate, freeze_distribution, policy_kl,
-)
+from rlnotes.algos.common import Evaluator, collect_rollout, freeze_distribution, policy_kl
 from rlnotes.divergences import kl_estimate
 from rlnotes.envs import make_vec
 from rlnotes.nets import ValueNetwork, flat_size, make_policy
@@ -386,7 +383,6 @@ def train(config: Config, progress=None) -> dict:
     # envs
     envs = make_vec(config.env, config.num_envs, seed=config.seed)
     obs_size = flat_size(envs.single_observation_space)
-    threshold = gym.spec(config.env).reward_threshold if config.stop_when_solved else None
 
     # nets and optimizer (the policy has none: its step is the trust-region step)
     hidden = (config.hidden_size,) * config.hidden_layers
@@ -396,11 +392,11 @@ def train(config: Config, progress=None) -> dict:
 
     # storage
     history = {key: [] for key in HISTORY_KEYS}
-    history.update(solved_step=None, solved_seconds=None)
 
     obs, _ = envs.reset(seed=config.seed)
-    step, train_seconds, eval_mean = 0, 0.0, float("nan")
+    step, train_seconds = 0, 0.0
     bar = tqdm(total=config.total_steps, desc="trpo", unit="step", disable=not config.progress_bar)
+    evaluator = Evaluator(config, history, progress, bar)
     while step < config.total_steps:
         tick = time.perf_counter()
 
@@ -453,23 +449,11 @@ def train(config: Config, progress=None) -> dict:
         bar.update(config.batch_size)
 
         # evaluation (not timed), early stop when solved
-        if step // config.eval_every > before // config.eval_every or step >= config.total_steps:
-            eval_mean = float(np.mean(evaluate(policy.deterministic, config.env, config.eval_episodes,
-                                               config.seed + EVAL_SEED_OFFSET)))
-            history["eval_steps"].append(step)
-            history["eval_means"].append(eval_mean)
-            history["eval_seconds"].append(train_seconds)
-            record = {"step": step, "eval_mean": eval_mean, "kl": info["kl"], "train_seconds": round(train_seconds, 2)}
-            bar.set_postfix(eval_mean=f"{eval_mean:.1f}", kl=f"{info['kl']:.4f}")
-            if progress is not None:
-                progress(record)
-            if threshold is not None and eval_mean >= threshold:
-                history.update(solved_step=step, solved_seconds=train_seconds)
-                break
+        if evaluator(policy.deterministic, before, step, train_seconds, kl=info["kl"]):
+            break
     bar.close()
     envs.close()
 
-    final_returns = evaluate(policy.deterministic, config.env, config.eval_episodes, config.seed + FINAL_EVAL_SEED_OFFSET)
-    history.update(train_seconds=train_seconds, env_steps=step, eval_returns=final_returns,
-                   eval_mean=float(np.mean(final_returns)), agent=policy, value_net=value_net)
+    evaluator.finish(policy.deterministic, step, train_seconds)
+    history.update(agent=policy, value_net=value_net)
     return history
