@@ -42,7 +42,7 @@ from .task import AdditionTask
 
 __all__ = [
     "LOSS_TYPES", "Config", "Samples", "PreferenceData", "UnpairedData", "sample_answers", "make_pairs", "make_unpaired",
-    "reference_logprobs", "kl_to_reference", "preference_metrics", "train", "run",
+    "reference_logprobs", "kl_to_reference", "preference_metrics", "subset_pairs", "train", "run",
 ]
 
 LOSS_TYPES = (*DPO_LOSS_TYPES, "kto")
@@ -298,8 +298,11 @@ def _kto_step(policy, ref, data: UnpairedData, ref_logps, rows, config: Config, 
 # ---- 3. training ----------------------------------------------------------------------------------
 
 
-def _subset(pairs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """n rows of pairs picked by `seed` (all of them, in order, when n is 0 or too large)."""
+def subset_pairs(pairs: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """n rows of `pairs` (B, 2) picked by `seed`, in their original order; all of them when n is 0 or >= B.
+
+    ``subset_pairs(task.split("heldout"), config.eval_prompts)`` are the prompts ``train`` evaluates on.
+    """
     if n <= 0 or n >= len(pairs):
         return pairs
     return pairs[torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:n].sort().values]
@@ -330,8 +333,8 @@ def train(config: Config | None = None, ref_model=None, task: AdditionTask | Non
     eos_id = task.tokenizer.eos_id
     ref = copy.deepcopy(ref_model).eval().requires_grad_(False)
     policy = copy.deepcopy(ref_model).train().requires_grad_(True)
-    heldout = _subset(task.split("heldout"), config.eval_prompts, seed=0)
-    probe = _subset(heldout, 500, seed=1)
+    heldout = subset_pairs(task.split("heldout"), config.eval_prompts, seed=0)
+    probe = subset_pairs(heldout, 500, seed=1)
     history = {}
 
     # held-out pairs from pi_ref, to watch the implicit reward generalise (not timed)
@@ -344,7 +347,7 @@ def train(config: Config | None = None, ref_model=None, task: AdditionTask | Non
     # ---- data: sample from pi_ref, label with the verifiable reward; reference log-probs, once ------------
     start = time.perf_counter()
     if samples is None:
-        train_pairs = _subset(task.split("train"), config.train_prompts, seed=config.seed)
+        train_pairs = subset_pairs(task.split("train"), config.train_prompts, seed=config.seed)
         samples = sample_answers(ref, task, train_pairs, config.samples_per_prompt, generator)
     if config.loss_type == "kto":
         data = make_unpaired(task, samples)
@@ -410,7 +413,7 @@ def run(config: Config | None = None, progress=None):
         progress=progress, task=task,
     )
     policy, history = train(config, ref_model, task, progress=progress)
-    heldout = _subset(task.split("heldout"), config.eval_prompts, seed=0)
+    heldout = subset_pairs(task.split("heldout"), config.eval_prompts, seed=0)
     history["before"] = sft.final_evaluation(ref_model, task, torch.Generator().manual_seed(config.seed + 2),
                                              config.eval_samples, heldout)
     history["sft_seconds"] = sft_history["seconds"]

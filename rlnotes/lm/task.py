@@ -96,14 +96,18 @@ class AdditionTask:
 
     # ---- answers, reward, teacher --------------------------------------------------------------------
     def completions(self, answers: torch.Tensor) -> torch.Tensor:
-        """Completion ids of integer answers (B,): digits, EOS, then padding -> (B, max_new_tokens)."""
-        out = torch.full((len(answers), self.max_new_tokens), self.tokenizer.pad_id, dtype=torch.long)
-        for i, value in enumerate(answers.tolist()):
-            ids = self.tokenizer.encode(str(value), eos=True)
-            if len(ids) > self.max_new_tokens:
-                raise ValueError(f"AdditionTask.completions: answer {value} needs more than {self.max_new_tokens} tokens")
-            out[i, : len(ids)] = torch.tensor(ids)
-        return out
+        """Completion ids of non-negative integer answers (B,): digits, EOS, then padding -> (B, max_new_tokens)."""
+        answers = torch.as_tensor(answers, dtype=torch.long)
+        if bool((answers < 0).any()) or bool((answers >= 10**self.max_answer_len).any()):
+            raise ValueError(f"AdditionTask.completions: answers must be in [0, {10**self.max_answer_len}), got {answers.tolist()[:5]}...")
+        tok = self.tokenizer
+        length = 1 + sum((answers >= 10**k).long() for k in range(1, self.max_answer_len))  # digits of each answer: (B,)
+        position = torch.arange(self.max_new_tokens)[None, :]  # (1, N)
+        power = (length[:, None] - 1 - position).clamp(min=0)  # place value of the digit at each position: (B, N)
+        digit = (answers[:, None] // 10**power) % 10  # (B, N)
+        digit_ids = torch.tensor([tok.stoi[str(d)] for d in range(10)])[digit]  # (B, N)
+        out = torch.where(position < length[:, None], digit_ids, tok.pad_id)
+        return torch.where(position == length[:, None], tok.eos_id, out)  # EOS right after the last digit
 
     def correct_completions(self, pairs: torch.Tensor) -> torch.Tensor:
         """The right answer of each pair as completion ids: (B, 2) -> (B, max_new_tokens)."""
@@ -114,21 +118,15 @@ class AdditionTask:
         """1.0 where the completion is exactly the sum's digits then EOS, else 0.0: (B, 2), (B, N) -> (B,).
 
         `completions` are generated ids with padding after EOS (what ``sampling.sample`` returns). The
-        comparison covers all N positions, so a missing EOS, an extra digit, or anything but padding
-        after EOS all count as wrong.
+        comparison covers every position (the shorter side is widened with padding), so a missing EOS,
+        an extra digit, or anything but padding after EOS all count as wrong.
         """
         self._check_pairs("reward", pairs)
         if completions.dim() != 2 or completions.shape[0] != pairs.shape[0]:
             raise ValueError(
                 f"reward: completions {tuple(completions.shape)} must be (B, N) with B = {pairs.shape[0]} rows of pairs"
             )
-        target = self.correct_completions(pairs)  # (B, max_new_tokens)
-        n = completions.shape[1]
-        if n < target.shape[1]:  # a shorter budget: the right answer must still fit with its EOS
-            fits = (target[:, n:] == self.tokenizer.pad_id).all(-1)
-            return ((completions == target[:, :n]).all(-1) & fits).float()
-        pad = torch.full((len(target), n - target.shape[1]), self.tokenizer.pad_id, dtype=torch.long)
-        return (completions == torch.cat([target, pad], dim=1)).all(-1).float()
+        return self._matches(self.correct_completions(pairs), completions).float()
 
     def teacher(self, pairs: torch.Tensor, wrong_rate: float, generator: torch.Generator | None = None):
         """Demonstrations from an imperfect teacher -> (completions (B, max_new_tokens), wrong (B,) bool).
@@ -146,6 +144,28 @@ class AdditionTask:
         offsets = torch.where(sums + offsets < 0, -offsets, offsets)  # 0 - 1 would be -1: write 1 instead
         answers = torch.where(wrong, sums + offsets, sums)
         return self.completions(answers), wrong
+
+    def in_teacher_support(self, pairs: torch.Tensor, completions: torch.Tensor) -> torch.Tensor:
+        """True where the completion is an answer the teacher can write (the sum, or the sum plus one of
+        TEACHER_OFFSETS, then EOS): (B, 2), (B, N) -> (B,) bool.
+
+        An SFT model puts almost no probability outside this set; a policy that drifts far from it
+        (plain DPO with a small beta) produces answers no demonstration ever contained.
+        """
+        sums = pairs.sum(-1)
+        inside = self.reward(pairs, completions).bool()
+        for offset in TEACHER_OFFSETS:
+            value = sums + offset
+            value = torch.where(value < 0, sums - offset, value)  # the teacher's flip of negative answers
+            inside |= self._matches(self.completions(value), completions)
+        return inside
+
+    def _matches(self, target: torch.Tensor, completions: torch.Tensor) -> torch.Tensor:
+        """Row-wise exact equality of two padded id tensors of possibly different widths -> (B,) bool."""
+        n = max(target.shape[1], completions.shape[1])
+        pad = self.tokenizer.pad_id
+        widen = lambda x: torch.cat([x, torch.full((len(x), n - x.shape[1]), pad, dtype=x.dtype)], 1)  # noqa: E731
+        return (widen(target) == widen(completions)).all(-1)
 
     def _check_pairs(self, fn: str, pairs: torch.Tensor) -> None:
         if pairs.dim() != 2 or pairs.shape[1] != 2:

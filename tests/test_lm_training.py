@@ -1,0 +1,115 @@
+"""SFT and DPO on the tiny GPT with fixed seeds and small budgets: each learns beyond its baseline.
+
+Budgets are small (a few seconds each) and the thresholds leave a margin below what these seeds
+reach; the full-budget numbers are in notebook 06 and in `rlnotes lm dpo`.
+"""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlnotes.lm import dpo, sampling, sft
+from rlnotes.lm.task import AdditionTask
+
+torch.set_num_threads(1)
+TASK = AdditionTask()
+SFT = sft.Config(seed=1, steps=300, eval_every=1000, progress_bar=False)  # ~10 s: just past the carry "click"
+FAST_DPO = dict(train_prompts=2000, steps=60, eval_prompts=500, eval_every=60, progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def sft_run():
+    return sft.train(SFT, task=TASK)
+
+
+def test_sft_learns_far_beyond_the_untrained_model(sft_run):
+    model, history = sft_run
+    untrained = sft.build_model(SFT, TASK)
+    heldout = TASK.split("heldout")[:500]
+    assert sampling.evaluate(untrained, TASK, heldout) == 0.0  # random weights never write "digits + EOS" right
+    assert history["greedy_accuracy"] > 0.7  # this seed: 0.87 after 300 steps
+    assert history["sampled_accuracy"] < history["greedy_accuracy"] - 0.2  # the noisy teacher's headroom
+    assert history["loss"][-1] < 0.6 * history["loss"][0]
+    assert history["num_parameters"] == model.num_parameters() == 102_528
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "kto"])
+def test_dpo_with_nll_raises_sampled_accuracy_and_preference_accuracy(sft_run, loss_type):
+    model, _ = sft_run
+    snapshot = [p.detach().clone() for p in model.parameters()]
+    config = dpo.Config(seed=1, loss_type=loss_type, **FAST_DPO)
+    policy, history = dpo.train(config, model, TASK)
+    for p, q in zip(model.parameters(), snapshot):  # pi_ref is frozen: training worked on a copy
+        assert torch.equal(p, q)
+    heldout = dpo.subset_pairs(TASK.split("heldout"), config.eval_prompts, seed=0)
+    before = sft.final_evaluation(model, TASK, torch.Generator().manual_seed(5), config.eval_samples, heldout)
+    after = history["after"]
+    assert after["sampled_accuracy"] > before["sampled_accuracy"] + 0.05  # this seed: +0.13 (sigmoid)
+    assert after["greedy_accuracy"] > before["greedy_accuracy"] - 0.03
+    pairs_before, pairs_after = history["heldout_pairs_before"], history["heldout_pairs_after"]
+    assert pairs_before["reward_accuracy"] == 0.0  # policy = reference: every implicit reward is 0
+    assert pairs_after["reward_accuracy"] > 0.6  # on held-out pairs the policy never trained on
+    assert pairs_after["margin"] > 0 and pairs_after["chosen_reward"] > pairs_after["rejected_reward"]
+    assert all(k >= 0 for k in history["kl"])
+    print(loss_type, before, after, pairs_after)
+
+
+def test_plain_dpo_at_small_beta_lowers_the_chosen_log_probs(sft_run):
+    """Without the NLL term, the margin grows while log pi(chosen) FALLS: the lesson of chapter 06."""
+    model, _ = sft_run
+    policy, history = dpo.train(dpo.Config(seed=1, nll_weight=0.0, **FAST_DPO), model, TASK)
+    assert history["heldout_pairs_after"]["margin"] > 0
+    assert history["heldout_pairs_after"]["chosen_reward"] < 0
+    _, fixed = dpo.train(dpo.Config(seed=1, **FAST_DPO), model, TASK)
+    assert fixed["heldout_pairs_after"]["chosen_reward"] > 0
+    assert history["after"]["greedy_accuracy"] < fixed["after"]["greedy_accuracy"] - 0.1
+
+
+def test_preference_data_pairs_a_right_answer_with_a_wrong_one(sft_run):
+    model, _ = sft_run
+    pairs = TASK.split("train")[:500]
+    samples = dpo.sample_answers(model, TASK, pairs, 4, torch.Generator().manual_seed(0))
+    data = dpo.make_pairs(TASK, samples, torch.Generator().manual_seed(0))
+    mixed = (samples.rewards.max(-1).values > samples.rewards.min(-1).values).sum()
+    assert len(data) == int(mixed) > 0
+    assert bool((TASK.reward(data.pairs, data.chosen) == 1).all()) and bool((TASK.reward(data.pairs, data.rejected) == 0).all())
+    unpaired = dpo.make_unpaired(TASK, samples)
+    assert len(unpaired) == 2000 and float(unpaired.desirable.float().mean()) == pytest.approx(float(samples.rewards.mean()))
+
+
+def test_configs_reject_bad_values():
+    with pytest.raises(ValueError, match="loss_type"):
+        dpo.Config(loss_type="orpo")
+    with pytest.raises(ValueError, match="samples_per_prompt"):
+        dpo.Config(samples_per_prompt=1)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        dpo.Config(label_smoothing=0.5)
+    with pytest.raises(ValueError, match="wrong_rate"):
+        sft.Config(wrong_rate=1.5)
+    with pytest.raises(ValueError, match="ref_model"):
+        dpo.train(dpo.Config(), None, TASK)
+
+
+def _cli(*args):
+    script = Path(sys.executable).parent / "rlnotes"
+    out = subprocess.run([str(script), *args], capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_cli_lm_sft_and_dpo_print_json_lines():
+    lines = _cli("lm", "sft", "--seed", "2", "--steps", "20", "--eval-every", "10", "--no-progress-bar")
+    assert [line["event"] for line in lines] == ["progress", "progress", "final"]
+    final = lines[-1]
+    assert final["command"] == "lm sft" and final["config"] == dataclasses.asdict(sft.Config(seed=2, steps=20, eval_every=10, progress_bar=False))
+    assert 0.0 <= final["sampled_accuracy"] <= 1.0 and final["num_parameters"] == 102_528
+    lines = _cli("lm", "dpo", "--seed", "2", "--sft-steps", "20", "--steps", "4", "--eval-every", "2", "--train-prompts", "200",
+                 "--eval-prompts", "100", "--loss-type", "ipo", "--no-progress-bar")
+    final = lines[-1]
+    assert final["event"] == "final" and final["config"]["loss_type"] == "ipo"
+    assert set(final["before"]) == set(final["after"]) == {"greedy_accuracy", "sampled_accuracy"}
+    assert final["eval_step"] == [2, 4] and len(final["margin"]) == 2 and final["n_pairs"] > 0
