@@ -85,7 +85,10 @@ def gae(rewards, values, next_values, terminated, truncated, gamma, lam):
 
     Introduced in ``03_actor_critic``. Intuition: the TD error ``delta_t`` is a one-step, low-variance
     but biased advantage; summing the following TD errors with weights ``(gamma * lam)^k`` trades bias
-    for variance: lam=0 is the TD error, lam=1 is the Monte Carlo return minus V.
+    for variance: lam=0 is the TD error; lam=1 sums every real reward up to the end of the rollout
+    and bootstraps from ``next_values`` there, minus V(s_t). That is the Monte Carlo return minus V
+    only when the episode ends inside the rollout; with A2C's 5-step rollouts it is an n-step
+    advantage, n <= 5.
 
         delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t
         A_t     = delta_t + gamma * lam * (1 - (terminated_t | truncated_t)) * A_{t+1},   A_T = 0
@@ -130,9 +133,14 @@ def gae(rewards, values, next_values, terminated, truncated, gamma, lam):
 def normalize(x, eps=1e-8):
     """``(x - mean) / (std + eps)`` over all elements, with the unbiased std (``torch.std``'s default).
 
-    Introduced in ``03_actor_critic``. Intuition: only the ranking of advantages within a batch matters
-    for the direction of the update; centring and scaling keeps the step size the same whatever the
-    reward scale. ``eps`` keeps a constant batch from dividing by zero.
+    Introduced in ``02_policy_gradient`` (REINFORCE's weights) and ``03_actor_critic``. The two parts
+    do different things. Centring subtracts the batch mean, a baseline shared by the whole batch: it
+    can flip signs on purpose, so that an action whose advantage is positive but below the batch's
+    average is pushed down (the widget of notebook 03 shows such a step). Dividing by the std
+    multiplies the whole batch's update by one positive number: the direction stays, the step size
+    no longer depends on the scale of the rewards. (The batch mean depends on the sample itself, so
+    as a baseline it adds a bias of order 1/batch size; practice accepts it.) ``eps`` keeps a
+    constant batch from dividing by zero.
 
     Args:
         x: any shape with at least 2 elements.

@@ -67,6 +67,33 @@ def test_step_four_target_is_the_shared_td_target():
     torch.testing.assert_close(td_target(r, q_next, term, 0.9), torch.tensor([1.0, 5.5]))
 
 
+def test_q_advantage_subtracts_the_policy_weighted_q_of_the_state():
+    g = torch.Generator().manual_seed(3)
+    q_values, probs = torch.randn(6, 3, generator=g), torch.softmax(torch.randn(6, 3, generator=g), -1)
+    actions = torch.randint(3, (6,), generator=g)
+    loop = torch.stack([q_values[i, actions[i]] - sum(probs[i, b] * q_values[i, b] for b in range(3)) for i in range(6)])
+    torch.testing.assert_close(qac.q_advantage(q_values, probs, actions), loop)
+    assert (probs * torch.stack([qac.q_advantage(q_values, probs, torch.full((6,), b)) for b in range(3)], -1)).sum(-1).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="q_advantage"):
+        qac.q_advantage(q_values, probs[:, :2], actions)
+
+
+def test_critic_advantage_discrete_is_exact_and_box_cancels_a_q_that_ignores_the_action():
+    torch.manual_seed(0)
+    obs = torch.randn(5, 4)
+    critic, policy = QCritic(4, 2, True), CategoricalPolicy(4, 2)
+    dist, actions = policy(obs), torch.tensor([0, 1, 1, 0, 1])
+    q_all = torch.stack([critic(obs, torch.full((5,), b)) for b in range(2)], -1)  # (N, A), one action at a time
+    expected = q_all.gather(-1, actions[:, None]).squeeze(-1) - (dist.probs * q_all).sum(-1)
+    torch.testing.assert_close(qac.critic_advantage(critic, dist, obs, actions), expected.detach())
+    gaussian = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(5, 2), torch.ones(5, 2)), 1)
+    box_critic = QCritic(4, 2, False)
+    with torch.no_grad():
+        box_critic.net[0].weight[:, 4:] = 0.0  # q(s, a) no longer depends on a: every advantage is 0
+    advantages = qac.critic_advantage(box_critic, gaussian, obs, gaussian.sample())
+    assert advantages.abs().max() < 1e-6
+
+
 def test_truncation_as_termination_changes_only_the_cut_steps():
     T, gamma, lam = 6, 0.9, 0.95
     rewards, values = torch.ones(T), torch.full((T,), 10.0)
@@ -89,7 +116,7 @@ def test_bad_a2c_config_is_rejected(field, value):
         a2c.Config(**{field: value})
 
 
-@pytest.mark.parametrize("field, value", [("gamma", 2.0), ("num_envs", 0), ("critic_learning_rate", 0.0)])
+@pytest.mark.parametrize("field, value", [("gamma", 2.0), ("num_envs", 0), ("critic_learning_rate", 0.0), ("score", "td")])
 def test_bad_qac_config_is_rejected(field, value):
     with pytest.raises(ValueError, match=field):
         qac.Config(**{field: value})

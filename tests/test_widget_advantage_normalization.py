@@ -25,6 +25,34 @@ def test_lambda_one_gives_the_return_minus_the_critic():
     torch.testing.assert_close(traj["raw"], returns - traj["values"])
 
 
+def test_state_offsets_closed_forms_and_the_sampled_mean_per_state():
+    v, v_hat, _ = widget.critic_values(0.99, critic_error=0.5)
+    torch.testing.assert_close(widget.state_offsets(0.99, 1.0, 0.5), v - v_hat)  # lambda 1: U - V_hat, E[U | s] = V
+    mdp, policy = widget.world()
+    q_hat = (mdp.P * (mdp.R + 0.99 * v_hat)).sum(-1)  # one real step, then the critic
+    lam0 = torch.where(mdp.terminal, torch.zeros_like(v), (policy * q_hat).sum(-1) - v_hat)
+    torch.testing.assert_close(widget.state_offsets(0.99, 0.0, 0.5), lam0)  # lambda 0: the mean TD error
+    assert widget.state_offsets(0.99, 0.6, 0.0).abs().max() < 1e-12  # an exact critic: no offset at all
+    # the mean of the sampled GAE estimates over the visits of each state (actions drawn from pi) is o(s)
+    ep = widget._episodes(1000, 1)
+    advantages, alive = widget._gae_of_episodes(ep, v_hat, 0.99, 0.6)
+    states, est = ep["states"].T[alive], advantages[alive]
+    offsets = widget.state_offsets(0.99, 0.6, 0.5)
+    for s in states.unique().tolist():
+        sample = est[states == s]
+        if len(sample) > 100:
+            assert abs(sample.mean() - offsets[s]) < 4.5 * sample.std() / len(sample) ** 0.5 + 1e-9, s
+
+
+def test_trajectory_marks_the_signs_that_normalization_flips():
+    traj = widget.trajectory_advantages(gamma=0.99, lam=0.95, critic_error=0.5)
+    torch.testing.assert_close(traj["centred"], traj["raw"] - traj["offset"])
+    flipped = (traj["raw"] > 0) != (traj["normalized"] > 0)
+    assert torch.equal(traj["flipped"], flipped) and flipped.any()  # centring can flip a sign...
+    scaled = (traj["raw"] - traj["raw"].mean()) / traj["raw"].std()
+    torch.testing.assert_close(traj["normalized"], scaled, atol=1e-6, rtol=1e-6)  # ...the std only rescales
+
+
 def test_exact_critic_is_unbiased_at_every_lambda_and_variance_grows_with_lambda():
     curves = widget.bias_variance(gamma=0.99, critic_error=0.0)
     # with the exact V, E[delta_t | s, a] = A(s, a): no bias (what remains is sampling noise, far below the variance)
@@ -48,9 +76,10 @@ def test_view_redraws_when_the_sliders_move():
     before_raw = heights(ax_raw)
     lam.value = 0.0
     expected = widget.trajectory_advantages(gamma.value, 0.0, error.value)
-    assert heights(ax_raw) == pytest.approx(expected["raw"].tolist())
+    assert heights(ax_raw) == pytest.approx(expected["centred"].tolist())  # compared with the truth, offsets removed
     assert heights(ax_raw) != pytest.approx(before_raw)
     assert heights(ax_norm) == pytest.approx(expected["normalized"].tolist())
+    assert all(ax.get_ylabel() for ax in (ax_raw, ax_norm, ax_bv))
     assert ax_bv.lines[-1].get_xdata()[0] == 0.0  # the marker follows lambda
     gamma.value = 0.8
     assert "0.80" in ax_bv.get_title()

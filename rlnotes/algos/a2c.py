@@ -3,7 +3,8 @@
 Introduced in notebook 03. The five-step actor-critic of the notes (`rlnotes.algos.qac`) scores each
 action with a learned Q(s, a). A2C makes three changes, each one a variance reduction:
 
-    critic   V(s) instead of Q(s, a): one number per state, regressed on lambda-returns
+    critic   V(s) instead of Q(s, a): one number per state, regressed on lambda-returns (with the
+             default lambda = 1 and 5-step rollouts: n-step returns, n <= 5, bootstrapped from V)
     score    the advantage A = (what happened) - V(s), estimated by GAE:      `advantages.gae`
              delta_t = r_t + gamma (1 - terminated_t) V(s_{t+1}) - V(s_t),  A_t = sum_k (gamma lam)^k delta_{t+k}
     data     N envs x T steps per update instead of one transition: a batch of B = N T samples
@@ -53,7 +54,7 @@ class Config:
     optimizer: str = field(default="rmsprop", metadata={"help": "rmsprop (alpha 0.99, eps 1e-5, as Stable-Baselines3's A2C) or adam"})
     learning_rate: float = field(default=7e-4, metadata={"help": "step size of the optimizer"})
     gamma: float = field(default=0.99, metadata={"help": "discount factor, in [0, 1]"})
-    gae_lambda: float = field(default=1.0, metadata={"help": "GAE lambda, in [0, 1]: 0 is the TD error, 1 the Monte Carlo advantage"})
+    gae_lambda: float = field(default=1.0, metadata={"help": "GAE lambda, in [0, 1]: 0 is the TD error; 1 sums the real rewards to the end of the rollout (or episode) and bootstraps from V there: an n-step advantage, n <= num_steps"})
     normalize_advantages: bool = field(default=False, metadata={"help": "centre and scale the advantages of each batch"})
     bootstrap_truncated: bool = field(default=True, metadata={"help": "bootstrap a time-limit cut from V(final obs); off treats truncation as termination (the classic bug, for notebook 03)"})
     ent_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus (>= 0)"})

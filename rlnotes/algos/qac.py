@@ -9,9 +9,19 @@ networks. Every step of every env runs the notes' five steps:
     4. TD update of the critic: q(s, a) towards r + gamma (1 - terminated) q(s', a')      (descent on w)
     5. policy update scored by the critic: ascend q(s, a) * grad log pi(a|s)             (ascent on theta)
 
+Step 4 is SARSA's target (notebook 01) with a network. Step 5 scores the actor with the critic just
+updated in step 4 (the notes' slides compute q_t before that update; both orders are valid, the
+difference is one small critic step). a' is never executed: the next pass samples a fresh action in s'.
+
 The critic improves because its targets contain a real reward; the policy improves because the critic
 tells it which actions look good. When training ends, the policy is what we keep: it acts alone, the
-critic was scaffolding. A2C (`rlnotes.algos.a2c`) replaces Q by V and the score q(s, a) by an advantage.
+critic was scaffolding.
+
+`Config.score` chooses step 5's score: "q" is the notes' q(s, a); "advantage" subtracts the same
+critic's value of the state, v(s) = sum_a pi(a|s) q(s, a), a baseline (notebook 02) that leaves the
+expected update unchanged and removes the part of q that every action shares. Everything else stays
+the same, so the two runs compare the score alone. A2C (`rlnotes.algos.a2c`) goes further: a V critic
+and GAE advantages.
 
 Hyperparameters: chosen for this course (no reference implementation of the plain Q actor-critic has
 tuned ones): the network sizes of `a2c`, Adam, a critic that learns faster than the actor.
@@ -34,7 +44,9 @@ from rlnotes.nets import QCritic, make_policy
 from rlnotes.objectives import pg_loss, value_loss
 from rlnotes.utils import seed_everything
 
-__all__ = ["Config", "five_steps", "train"]
+__all__ = ["Config", "SCORES", "q_advantage", "critic_advantage", "five_steps", "train"]
+
+SCORES = ("q", "advantage")
 
 
 @dataclass
@@ -46,6 +58,7 @@ class Config:
     actor_learning_rate: float = field(default=3e-4, metadata={"help": "Adam step size of the policy (step 5)"})
     critic_learning_rate: float = field(default=3e-3, metadata={"help": "Adam step size of the Q critic (step 4)"})
     gamma: float = field(default=0.99, metadata={"help": "discount factor, in [0, 1]"})
+    score: str = field(default="q", metadata={"help": "step 5's score: q (the notes' q(s, a)) or advantage (q(s, a) minus the critic's v(s) = sum_a pi(a|s) q(s, a))"})
     hidden_size: int = field(default=64, metadata={"help": "units in each hidden layer (policy and critic)"})
     hidden_layers: int = field(default=2, metadata={"help": "number of hidden layers (policy and critic)"})
     log_std_init: float = field(default=0.0, metadata={"help": "initial log std of a Gaussian policy (Box actions)"})
@@ -62,6 +75,8 @@ class Config:
                 raise ValueError(f"qac.Config: {name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"qac.Config: gamma must be in [0, 1], got {self.gamma}")
+        if self.score not in SCORES:
+            raise ValueError(f"qac.Config: score must be one of {', '.join(SCORES)}, got {self.score!r}")
         for name in ("actor_learning_rate", "critic_learning_rate", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"qac.Config: {name} must be > 0, got {getattr(self, name)}")
@@ -70,14 +85,49 @@ class Config:
                 raise ValueError(f"qac.Config: {name} must be >= 0, got {getattr(self, name)}")
 
 
+def q_advantage(q_values: torch.Tensor, probs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """q(s, a) - sum_a' pi(a'|s) q(s, a'): the critic's score of the taken action minus its own value of s.
+
+    q_values: (N, A), q(s, a') for every action; probs: (N, A), pi(.|s); actions: (N,) long -> (N,).
+    Subtracting v(s) is a baseline: it depends on the state only, so the expected policy update is
+    unchanged, but what all actions share (in CartPole, a large positive q) no longer pushes every
+    sampled action up.
+    """
+    if q_values.dim() != 2 or probs.shape != q_values.shape or actions.shape != q_values.shape[:1]:
+        raise ValueError(f"q_advantage: q_values and probs must be (N, A) and actions (N,), got "
+                         f"{tuple(q_values.shape)}, {tuple(probs.shape)}, {tuple(actions.shape)}")
+    taken = q_values.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # (N, A) -> (N,)
+    return taken - (probs * q_values).sum(-1)
+
+
+@torch.no_grad()
+def critic_advantage(critic, dist, obs: torch.Tensor, actions: torch.Tensor, samples: int = 16) -> torch.Tensor:
+    """q(s, a) - v(s) with v(s) = E_{a' ~ pi(.|s)}[q(s, a')], all from the critic; (N,).
+
+    Discrete actions: every action's q, then `q_advantage` (exact). Box actions: v(s) is the mean of q
+    over `samples` fresh draws of pi(.|s) (an estimate that does not depend on the action taken).
+    """
+    N = obs.shape[0]
+    if critic.discrete:
+        A = critic.action_size
+        q_all = critic(obs.repeat_interleave(A, 0), torch.arange(A).repeat(N)).reshape(N, A)  # (N A,) -> (N, A)
+        return q_advantage(q_all, dist.probs, actions)
+    draws = dist.sample((samples,))  # (K, N, D)
+    q_draws = critic(obs.expand(samples, *obs.shape).reshape(samples * N, -1), draws.reshape(samples * N, -1))  # (K N,)
+    return critic(obs, actions) - q_draws.reshape(samples, N).mean(0)
+
+
 def five_steps(envs, obs: np.ndarray, policy, critic, actor_optimizer, critic_optimizer, gamma: float,
-               max_grad_norm: float = float("inf")):
+               max_grad_norm: float = float("inf"), score: str = "q"):
     """One pass of the five steps in every env of `envs` (one transition each, N in all).
 
     obs: the current observations (N, obs_size). Returns (next_obs, info, stats) where stats has the
-    batch's mean q(s, a), TD error and the two losses. The order is the notes': the critic learns first
-    (step 4), then the actor is scored by the critic it just updated (step 5).
+    batch's mean q(s, a), TD error and the two losses. The critic learns first (step 4), then the
+    actor is scored by the critic it just updated (step 5). score: "q" scores the action by q(s, a),
+    "advantage" by q(s, a) - v(s) with v from the same critic (`critic_advantage`).
     """
+    if score not in SCORES:
+        raise ValueError(f"five_steps: score must be one of {', '.join(SCORES)}, got {score!r}")
     obs_t = torch.as_tensor(obs, dtype=torch.float32)  # (N, obs_size)
 
     # 1. sample a ~ pi(.|s)
@@ -91,9 +141,11 @@ def five_steps(envs, obs: np.ndarray, policy, critic, actor_optimizer, critic_op
     # not the next episode's first observation (SAME_STEP autoreset has already put that in next_obs)
 
     # 3. sample a' ~ pi(.|s'), not executed: it only says how s' is valued under the current policy
+    #    (the next pass samples its own, fresh action in s')
     next_actions = policy.sample(true_next)
 
-    # 4. TD update of the critic: q(s, a) -> r + gamma (1 - terminated) q(s', a')   (truncation IS bootstrapped)
+    # 4. TD update of the critic, SARSA's target: q(s, a) -> r + gamma (1 - terminated) q(s', a')
+    #    (truncation IS bootstrapped)
     with torch.no_grad():
         targets = td_target(rewards, critic(true_next, next_actions), terminated, gamma)  # (N,)
     q = critic(obs_t, actions)  # (N,)
@@ -103,10 +155,14 @@ def five_steps(envs, obs: np.ndarray, policy, critic, actor_optimizer, critic_op
     torch.nn.utils.clip_grad_norm_(critic.parameters(), max_grad_norm)
     critic_optimizer.step()
 
-    # 5. policy update scored by the critic: ascend q(s, a) log pi(a|s)  (pg_loss is its negative)
+    # 5. policy update scored by the critic just updated: ascend score * log pi(a|s)  (pg_loss is its negative)
+    dist = policy(obs_t)
     with torch.no_grad():
-        score = critic(obs_t, actions)  # (N,)
-    actor_loss = pg_loss(policy(obs_t).log_prob(actions), score)
+        if score == "advantage":
+            scores = critic_advantage(critic, dist, obs_t, actions)  # (N,): q(s, a) - v(s)
+        else:
+            scores = critic(obs_t, actions)  # (N,): q(s, a)
+    actor_loss = pg_loss(dist.log_prob(actions), scores)
     actor_optimizer.zero_grad()
     actor_loss.backward()
     torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
@@ -166,7 +222,7 @@ def train(config: Config, progress=None) -> dict:
 
         # the five steps, in every env at once
         next_obs, info, stats = five_steps(envs, obs, policy, critic, actor_optimizer, critic_optimizer, config.gamma,
-                                           config.max_grad_norm)
+                                           config.max_grad_norm, config.score)
         obs = next_obs  # continue from the reset observation where an episode ended
         before, step = step, step + config.num_envs
         for i in np.flatnonzero(info.get("_episode", [])):

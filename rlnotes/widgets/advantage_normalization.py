@@ -11,7 +11,12 @@ never exact, and how much that matters is what lambda decides.
 
 Bias here is the part of the error that depends on the action: a per-state offset of A_hat (which
 V_hat(s_t) itself adds) does not change the policy gradient, as a baseline does not, so it is removed
-before comparing (`bias_variance`).
+before comparing: estimated from the samples in `bias_variance`, exactly (`state_offsets`) in the
+trajectory panel.
+
+Normalization (`advantages.normalize`) is drawn beside the raw advantages: centring can flip a sign
+(a step whose raw advantage is positive but below the episode's mean becomes negative), dividing by
+the std only rescales; `trajectory_advantages` marks the flipped steps.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from rlnotes.algos import tabular
 from rlnotes.algos.reinforce import sample_episodes
 from rlnotes.envs import gridworld
 
-__all__ = ["world", "critic_values", "trajectory_advantages", "bias_variance", "view"]
+__all__ = ["world", "critic_values", "state_offsets", "trajectory_advantages", "bias_variance", "view"]
 
 MAX_STEPS = 200  # episodes still running then are truncated (and bootstrapped from the critic)
 
@@ -58,6 +63,27 @@ def critic_values(gamma: float, critic_error: float = 0.0, seed: int = 0):
     return v, v_hat, a
 
 
+def state_offsets(gamma: float, lam: float, critic_error: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """o(s) = sum_a pi(a|s) E[A_hat_t | s_t = s, a_t = a], exactly, shape (S,): GAE's offset per state.
+
+    The true advantage averages to 0 over the policy's actions, so o(s) is the part of GAE's error
+    that every action of s shares, which a baseline would not notice. By linearity of GAE, with
+    dbar(s, a) = E[delta_t | s, a] = Q_hat(s, a) - V_hat(s) (Q_hat: one real step, then V_hat):
+        E[A_hat | s, a] = dbar(s, a) + gamma lam sum_s' P(s'|s, a) [s' not terminal] o(s'),
+        o = (I - gamma lam P_pi)^-1 dbar_pi    (P_pi restricted to non-terminal next states).
+    lam = 1 gives o = V_pi - V_hat: the critic's own error, with the sign flipped. (Episodes cut at
+    MAX_STEPS are ignored: the random policy almost never lasts that long.)
+    """
+    mdp, policy = world()
+    _, v_hat, _ = critic_values(gamma, critic_error, seed)
+    dbar = tabular.q_from_v(mdp, v_hat, gamma) - v_hat.unsqueeze(-1)  # (S, A): E[delta | s, a]
+    dbar[mdp.terminal] = 0.0  # no step is taken from a terminal state
+    P_pi = torch.einsum("sa,sat->st", policy, mdp.P) * (~mdp.terminal).to(torch.float64)  # (S, S): no sum past the end
+    P_pi[mdp.terminal] = 0.0
+    eye = torch.eye(mdp.n_states, dtype=torch.float64)
+    return torch.linalg.solve(eye - gamma * lam * P_pi, (policy * dbar).sum(-1))  # (S,)
+
+
 @functools.lru_cache(maxsize=8)
 def _episodes(n: int, seed: int) -> dict:
     mdp, policy = world()
@@ -77,7 +103,9 @@ def trajectory_advantages(gamma: float = 0.99, lam: float = 0.95, critic_error: 
     """One episode of the random policy: its raw GAE advantages, their normalized version, the true ones.
 
     Returns a dict of 1-d tensors over the episode's T steps: rewards, values (the critic's V_hat(s_t)),
-    raw (GAE at gamma, lam), normalized (`advantages.normalize(raw)`: mean 0, std 1), true (A(s_t, a_t)).
+    raw (GAE at gamma, lam), offset (`state_offsets` at s_t), centred (raw - offset: what is compared
+    with the truth), true (A(s_t, a_t)), normalized (`advantages.normalize(raw)`: mean 0, std 1) and
+    flipped (bool: normalization changed the sign of raw).
     """
     ep = _episodes(1, seed)
     _, v_hat, a_true = critic_values(gamma, critic_error)
@@ -85,9 +113,12 @@ def trajectory_advantages(gamma: float = 0.99, lam: float = 0.95, critic_error: 
     keep = alive[:, 0]
     raw = advantages[keep, 0]
     states, actions = ep["states"][0, keep], ep["actions"][0, keep]
+    offset = state_offsets(gamma, lam, critic_error)[states]
+    normalized = normalize(raw) if len(raw) > 1 else raw - raw
     return {
-        "rewards": ep["rewards"][0, keep], "values": v_hat[states], "raw": raw,
-        "normalized": normalize(raw) if len(raw) > 1 else raw - raw, "true": a_true[states, actions],
+        "rewards": ep["rewards"][0, keep], "values": v_hat[states], "raw": raw, "offset": offset,
+        "centred": raw - offset, "true": a_true[states, actions], "normalized": normalized,
+        "flipped": (raw > 0) != (normalized > 0),
     }
 
 
@@ -129,8 +160,9 @@ def bias_variance(gamma: float = 0.99, critic_error: float = 0.5, lams=None, n_e
 
 
 def view():
-    """Sliders for gamma, lambda and the critic's error; three panels: the trajectory's raw and true
-    advantages, the normalized ones, and bias^2 and variance against lambda.
+    """Sliders for gamma, lambda and the critic's error; three panels: the trajectory's GAE advantages
+    with the offset of each state removed beside the true ones (and the raw GAE), the normalized ones
+    (sign flips in red), and bias^2 and variance against lambda.
 
     Returns the widget box; `box.figure` is the matplotlib figure it redraws (tests read it).
     """
@@ -140,25 +172,32 @@ def view():
     out = widgets.Output()
     fig = Figure(figsize=(13, 3.6))  # not a pyplot figure: shown only inside the widget, never twice
     ax_raw, ax_norm, ax_bv = fig.subplots(1, 3)
-    fig.subplots_adjust(wspace=0.3, bottom=0.16)
+    fig.subplots_adjust(wspace=0.35, bottom=0.16, left=0.06, right=0.98)
 
     def redraw(_=None):
         traj = trajectory_advantages(gamma.value, lam.value, error.value)
         curves = bias_variance(gamma.value, error.value)
         t = np.arange(len(traj["raw"]))
         ax_raw.clear()
-        ax_raw.bar(t, traj["raw"].numpy(), color="tab:blue", label="GAE estimate")
-        ax_raw.plot(t, traj["true"].numpy(), "k.", label="true A(s, a)")
-        ax_raw.set(xlabel="step t", title=f"raw: mean {traj['raw'].mean():+.3f}, std {traj['raw'].std():.3f}")
-        ax_raw.legend(fontsize=8)
+        ax_raw.bar(t, traj["centred"].numpy(), color="tab:blue", label="GAE - offset of its state")
+        ax_raw.plot(t, traj["true"].numpy(), "k.", ms=9, label="true A(s, a)")
+        ax_raw.plot(t, traj["raw"].numpy(), "_", color="tab:red", ms=12, mew=2, label="raw GAE")
+        ax_raw.axhline(0, color="0.5", lw=0.5)
+        ax_raw.set(xlabel="step t", ylabel="advantage",
+                   title=f"raw GAE: mean {traj['raw'].mean():+.3f}, std {traj['raw'].std():.3f}")
+        ax_raw.legend(fontsize=7)
         ax_norm.clear()
-        ax_norm.bar(t, traj["normalized"].numpy(), color="tab:orange")
-        ax_norm.set(xlabel="step t", title="normalized: mean 0, std 1")
+        colors = np.where(traj["flipped"].numpy(), "tab:red", "tab:orange")
+        ax_norm.bar(t, traj["normalized"].numpy(), color=colors)
+        ax_norm.axhline(0, color="0.5", lw=0.5)
+        ax_norm.set(xlabel="step t", ylabel="normalized advantage",
+                    title=f"normalized: mean 0, std 1; {int(traj['flipped'].sum())} sign(s) flipped (red)")
         ax_bv.clear()
         ax_bv.plot(curves["lams"].numpy(), curves["bias2"].numpy(), "o-", label="bias$^2$")
         ax_bv.plot(curves["lams"].numpy(), curves["variance"].numpy(), "s-", label="variance")
         ax_bv.axvline(lam.value, color="0.4", ls="--", lw=1)
-        ax_bv.set(xlabel="lambda", yscale="log", title=f"GAE error vs the true advantage (gamma {gamma.value:.2f})")
+        ax_bv.set(xlabel="lambda", ylabel="bias$^2$, variance (visit-weighted mean)", yscale="log",
+                  title=f"GAE error vs the true advantage (gamma {gamma.value:.2f})")
         ax_bv.legend(fontsize=8)
         png = io.BytesIO()
         fig.savefig(png, format="png", dpi=80)
