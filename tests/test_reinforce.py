@@ -132,6 +132,30 @@ def test_reinforce_on_episodes_is_unbiased_and_reward_to_go_lowers_the_variance(
         assert _agrees(est, exact.reshape(-1))
     total = [float(e.var(0).sum()) for e in (whole, rtg, baseline)]
     assert total[0] > 1.2 * total[1] > 1.2 * total[2], total
+    # dropping gamma^t (weights U_t, as practical REINFORCE does) is biased: its mean counts visits undiscounted
+    no_discount = estimates(to_go)
+    assert not _agrees(no_discount, exact.reshape(-1))
+    assert _agrees(no_discount, reinforce.tabular_policy_gradient_theorem(mdp, logits, gamma, visits_discount=1.0).reshape(-1))
+
+
+def test_undiscounted_visits_by_the_solve_equal_the_sum_over_time_of_the_state_distribution():
+    mdp, gamma = gridworld(), 0.9
+    logits = torch.randn(mdp.n_states, mdp.n_actions, generator=torch.Generator().manual_seed(7), dtype=F64)
+    theta = logits.clone().requires_grad_(True)
+    policy = torch.softmax(theta, -1)
+    with torch.no_grad():
+        q = torch.stack([(mdp.P[:, a] * (mdp.R[:, a] + gamma * policy_evaluation(mdp, policy, gamma))).sum(-1)
+                         for a in range(mdp.n_actions)], -1)  # (S, A)
+        P_pi = torch.einsum("sa,sat->st", policy, mdp.P)
+        d, visits = torch.zeros(mdp.n_states, dtype=F64), torch.zeros(mdp.n_states, dtype=F64)
+        d[mdp.start] = 1.0
+        for _ in range(2000):  # P(S_t = s), step by step, until the episodes have ended
+            visits += d
+            d = (d * ~mdp.terminal) @ P_pi
+    (slow,) = torch.autograd.grad((visits.unsqueeze(-1) * policy * q).sum(), theta)
+    torch.testing.assert_close(reinforce.tabular_policy_gradient_theorem(mdp, logits, gamma, visits_discount=1.0), slow)
+    torch.testing.assert_close(reinforce.tabular_policy_gradient_theorem(mdp, logits, gamma, visits_discount=gamma),
+                               reinforce.tabular_policy_gradient_theorem(mdp, logits, gamma))
 
 
 def test_collect_episodes_keeps_exactly_one_whole_episode_per_env():

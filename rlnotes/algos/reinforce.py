@@ -139,13 +139,17 @@ def tabular_value_gradient(mdp: TabularMDP, logits: torch.Tensor, gamma: float, 
     return grad
 
 
-def tabular_policy_gradient_theorem(mdp: TabularMDP, logits: torch.Tensor, gamma: float, start: int | None = None) -> torch.Tensor:
+def tabular_policy_gradient_theorem(mdp: TabularMDP, logits: torch.Tensor, gamma: float, start: int | None = None,
+                                    visits_discount: float | None = None) -> torch.Tensor:
     """The discrete formula applied in every state, weighted by how often the state is visited:
 
         dV(start)/dtheta = sum_s eta(s) sum_a dpi(a|s)/dtheta Q_pi(s, a),
         eta(s) = sum_t gamma^t P(S_t = s | start)   (discounted visits: e_start (I - gamma P_pi)^-1)
 
     Q_pi is held fixed (computed exactly, then detached); only pi is differentiated. Returns (S, A).
+    visits_discount replaces gamma in eta only (None: gamma). With 1.0, eta counts the visits without
+    discount: that is the mean of the estimator that drops gamma^t (weights U_t instead of gamma^t U_t),
+    which is therefore NOT dV(start)/dtheta (notebook 02, section 6).
     """
     theta = logits.detach().to(torch.float64).clone().requires_grad_(True)
     policy = torch.softmax(theta, -1)  # (S, A)
@@ -156,7 +160,8 @@ def tabular_policy_gradient_theorem(mdp: TabularMDP, logits: torch.Tensor, gamma
         P_pi[mdp.terminal] = 0.0  # an episode stops at a terminal state: no more visits
         origin = torch.zeros(mdp.n_states, dtype=torch.float64)
         origin[mdp.start if start is None else start] = 1.0
-        eta = torch.linalg.solve((torch.eye(mdp.n_states, dtype=torch.float64) - gamma * P_pi).T, origin)  # (S,)
+        discount = gamma if visits_discount is None else visits_discount
+        eta = torch.linalg.solve((torch.eye(mdp.n_states, dtype=torch.float64) - discount * P_pi).T, origin)  # (S,)
     (grad,) = torch.autograd.grad((eta.unsqueeze(-1) * policy * q).sum(), theta)
     return grad
 
@@ -197,11 +202,13 @@ def sample_episodes(mdp: TabularMDP, policy: torch.Tensor, n_episodes: int, gene
 def episode_surrogate(theta: torch.Tensor, states, actions, weights, alive) -> torch.Tensor:
     """One episode's REINFORCE surrogate: sum_t log pi(a_t|s_t) w_t over its steps (all (T,)); theta (S, A) logits.
 
-    Its gradient is one episode's estimate of dV(start)/dtheta. The weights choose the estimator, all
-    three unbiased (U_t = the discounted return from step t, U_0 the whole episode's):
+    Its gradient is one episode's estimate of dV(start)/dtheta. The weights choose the estimator
+    (U_t = the reward-to-go, the discounted return from step t; U_0 the whole episode's):
         w_t = U_0                            the whole return, at every step (past rewards included)
-        w_t = gamma^t U_t                    reward-to-go: an action cannot change the rewards before it
-        w_t = gamma^t (U_t - V(s_t))         reward-to-go with a baseline that depends on the state only
+        w_t = gamma^t U_t                    discounted reward-to-go: an action cannot change the rewards before it
+        w_t = gamma^t (U_t - V(s_t))         the same with a baseline that depends on the state only
+    These three are unbiased. w_t = U_t (gamma^t dropped, as practical REINFORCE does) is biased: its
+    mean counts visits without discount (`tabular_policy_gradient_theorem(..., visits_discount=1.0)`).
     `alive` (T,) masks the steps after the episode ended.
     """
     logp = torch.log_softmax(theta, -1)[states, actions]  # (S, A) -> (T,)

@@ -189,7 +189,10 @@ def view():
         ax_norm.clear()
         colors = np.where(traj["flipped"].numpy(), "tab:red", "tab:orange")
         ax_norm.bar(t, traj["normalized"].numpy(), color=colors)
+        flipped = traj["flipped"].numpy()
+        ax_norm.plot(t[flipped], np.zeros(flipped.sum()), "v", color="tab:red", ms=9, label="sign changed by centring")
         ax_norm.axhline(0, color="0.5", lw=0.5)
+        ax_norm.legend(fontsize=7)
         ax_norm.set(xlabel="step t", ylabel="normalized advantage",
                     title=f"normalized: mean 0, std 1; {int(traj['flipped'].sum())} sign(s) flipped (red)")
         ax_bv.clear()
