@@ -15,11 +15,15 @@ Defaults: RL Zoo's tuned PPO hyperparameters for CartPole-v1 (rl-baselines3-zoo,
 n_envs 8, n_steps 32, batch_size 256, gae_lambda 0.8, gamma 0.98, n_epochs 20, ent_coef 0.0,
 learning_rate lin_0.001, clip_range lin_0.2, n_timesteps 1e5) with Stable-Baselines3's PPO defaults
 for the rest (vf_coef 0.5, max_grad_norm 0.5, normalize_advantage True, no value clipping; separate
-64x64 tanh policy and value networks, Adam eps 1e-5 as SB3's ActorCriticPolicy). Renamed:
-n_envs -> num_envs, n_steps -> num_steps, batch_size -> minibatch_size, n_epochs -> epochs,
-clip_range -> clip_eps (lin_ -> anneal_clip), lin_ learning rate -> anneal_lr, clip_range_vf -> value_clip.
-The KL variant's d_targ 0.01 and initial beta 1 are from the paper (sec. 4 and 6.1). For Pendulum-v1,
-`PRESETS["Pendulum-v1"]` (see there).
+64x64 tanh policy and value networks, Adam eps 1e-5 as SB3's ActorCriticPolicy), then three changes
+measured on CartPole-v1 (24 seeds, solved = 10 deterministic episodes averaging >= 475, evaluated
+every 2,048 steps): n_epochs 20 -> 10, learning_rate 1e-3 -> 3e-3 (still annealed), gae_lambda
+0.8 -> 0.95 (the common PPO default). RL Zoo's values solve in a median of about 16,000 env steps and
+1,250 gradient steps; these in about 8,000 env steps and 330 gradient steps, every seed within
+21,000 steps. Renamed: n_envs -> num_envs, n_steps -> num_steps, batch_size -> minibatch_size,
+n_epochs -> epochs, clip_range -> clip_eps (lin_ -> anneal_clip), lin_ learning rate -> anneal_lr,
+clip_range_vf -> value_clip. The KL variant's d_targ 0.01 and initial beta 1 are from the paper
+(sec. 4 and 6.1). For Pendulum-v1, `PRESETS["Pendulum-v1"]` (see there).
 """
 
 from __future__ import annotations
@@ -53,16 +57,16 @@ class Config:
     variant: str = field(default="clip", metadata={"help": "clip: the clipped surrogate; kl: surrogate - beta * KL, adaptive beta"})
     num_envs: int = field(default=8, metadata={"help": "parallel environments collecting the rollout"})
     num_steps: int = field(default=32, metadata={"help": "steps of each env per rollout (batch = num_envs * num_steps)"})
-    epochs: int = field(default=20, metadata={"help": "passes over each batch"})
+    epochs: int = field(default=10, metadata={"help": "passes over each batch"})
     minibatch_size: int = field(default=256, metadata={"help": "samples per gradient step"})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Adam step size (at the start, if annealed)"})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Adam step size (at the start, if annealed)"})
     anneal_lr: bool = field(default=True, metadata={"help": "decay the learning rate linearly to 0 over total_steps"})
     clip_eps: float = field(default=0.2, metadata={"help": "clip variant: the ratio is clipped to [1 - eps, 1 + eps]"})
     anneal_clip: bool = field(default=True, metadata={"help": "clip variant: decay clip_eps linearly over total_steps"})
     kl_target: float = field(default=0.01, metadata={"help": "kl variant: d_targ, the KL per update that beta aims at"})
     kl_init_beta: float = field(default=1.0, metadata={"help": "kl variant: the starting beta"})
     gamma: float = field(default=0.98, metadata={"help": "discount factor, in [0, 1]"})
-    gae_lambda: float = field(default=0.8, metadata={"help": "GAE lambda, in [0, 1]"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda, in [0, 1]"})
     normalize_advantages: bool = field(default=True, metadata={"help": "centre and scale the advantages of each minibatch"})
     ent_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus (>= 0)"})
     vf_coef: float = field(default=0.5, metadata={"help": "weight of the value loss"})
@@ -155,6 +159,7 @@ def train(config: Config, progress=None) -> dict:
           approx_kl, approx_kl_k1                k3 and k1 sample estimates of KL(pi_old || pi_new) on the batch
           kl                                     the exact mean KL(pi_old || pi_new) on the batch's states
           clip_fraction                          ratios outside [1 - eps, 1 + eps], mean over the minibatches
+                                                 (kl variant: eps = clip_eps, not annealed, for comparison)
           explained_variance                     of the returns by the critic's values at collection time
           entropy, policy_loss, value_loss       means over the minibatches
           grad_norm                              mean global gradient norm before clipping
@@ -214,7 +219,7 @@ def train(config: Config, progress=None) -> dict:
         lr = config.learning_rate * (remaining if config.anneal_lr else 1.0)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        clip_eps = config.clip_eps * (remaining if config.anneal_clip else 1.0)
+        clip_eps = config.clip_eps * (remaining if config.anneal_clip and config.variant == "clip" else 1.0)
         beta = adaptive.beta
 
         # epochs of minibatches
