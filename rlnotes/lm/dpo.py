@@ -9,7 +9,8 @@ Introduced in ``06_dpo``. The pipeline, in the order ``train`` runs it:
 2. **Reference log-probs**, once, under ``no_grad``: pi_ref is frozen.
 3. **Training** on ``rlnotes.preference.dpo_loss`` (sigmoid = DPO, ipo, hinge, robust) or
    ``kto_loss``, plus an optional NLL term on the chosen answer (``nll_weight``; RPO, Pang et al.
-   2024, TRL's ``rpo_alpha``).
+   2024, TRL's ``rpo_alpha``), with Adam and a step size decaying linearly to 0. The defaults
+   (beta 0.1, nll_weight 1) are the chapter's fixed recipe; ``nll_weight=0`` is plain DPO.
 4. **Diagnostics** (TRL's names in brackets): implicit rewards of chosen and rejected answers
    ``beta * (log pi - log pi_ref)`` [rewards/chosen, rewards/rejected], their margin [rewards/margins],
    the share of pairs whose chosen reward is the larger [rewards/accuracies], the policy's mean
@@ -61,7 +62,8 @@ class Config:
     train_prompts: int = field(default=0, metadata={"help": "training prompts to sample answers for (0: all 8000)"})
     steps: int = field(default=300, metadata={"help": "gradient steps"})
     batch_size: int = field(default=128, metadata={"help": "pairs per step (KTO: 2x this many unpaired answers)"})
-    learning_rate: float = field(default=3e-4, metadata={"help": "Adam step size"})
+    learning_rate: float = field(default=6e-4, metadata={"help": "Adam step size at the start"})
+    linear_decay: bool = field(default=True, metadata={"help": "decay the step size linearly to 0 (TRL's default schedule)"})
     desirable_weight: float = field(default=1.0, metadata={"help": "KTO weight of desirable answers"})
     undesirable_weight: float = field(default=1.0, metadata={"help": "KTO weight of undesirable answers"})
     eval_prompts: int = field(default=0, metadata={"help": "held-out prompts for the final accuracies and held-out pairs (0: all 2000)"})
@@ -366,6 +368,8 @@ def train(config: Config | None = None, ref_model=None, task: AdditionTask | Non
 
     # ---- training loop ----------------------------------------------------------------------------
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
+    decay = (lambda s: 1.0 - s / config.steps) if config.linear_decay else (lambda s: 1.0)  # noqa: E731
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
     logs_since, seconds = [], 0.0
     for step in tqdm(range(1, config.steps + 1), desc=config.loss_type, disable=not config.progress_bar):
         rows = torch.randint(len(data), (min(batch, len(data)),), generator=generator)
@@ -376,6 +380,7 @@ def train(config: Config | None = None, ref_model=None, task: AdditionTask | Non
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         logs_since.append({"loss": loss.item(), **logs})
 
         if step % config.eval_every == 0 or step == config.steps:  # diagnostics, not timed
