@@ -49,14 +49,13 @@ def test_dpo_with_nll_raises_sampled_accuracy_and_preference_accuracy(sft_run, l
     heldout = dpo.subset_pairs(TASK.split("heldout"), config.eval_prompts, seed=0)
     before = sft.final_evaluation(model, TASK, torch.Generator().manual_seed(5), config.eval_samples, heldout)
     after = history["after"]
-    assert after["sampled_accuracy"] > before["sampled_accuracy"] + 0.05  # this seed: +0.13 (sigmoid)
+    assert after["sampled_accuracy"] > before["sampled_accuracy"] + 0.05  # this seed: +0.09 (sigmoid and KTO)
     assert after["greedy_accuracy"] > before["greedy_accuracy"] - 0.03
     pairs_before, pairs_after = history["heldout_pairs_before"], history["heldout_pairs_after"]
     assert pairs_before["reward_accuracy"] == 0.0  # policy = reference: every implicit reward is 0
     assert pairs_after["reward_accuracy"] > 0.6  # on held-out pairs the policy never trained on
     assert pairs_after["margin"] > 0 and pairs_after["chosen_reward"] > pairs_after["rejected_reward"]
     assert all(k >= 0 for k in history["kl"])
-    print(loss_type, before, after, pairs_after)
 
 
 def test_plain_dpo_at_small_beta_lowers_the_chosen_log_probs(sft_run):
