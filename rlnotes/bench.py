@@ -69,10 +69,13 @@ ZOO = {
 
 
 def run_rlnotes(algo: str, env_id: str, seed: int, stop_when_solved: bool = True, **overrides) -> dict:
-    """Train `rlnotes.algos.<algo>` with its defaults; return steps and seconds to solve, and the evals."""
+    """Train `rlnotes.algos.<algo>` with its defaults (and its `PRESETS[env_id]`, if it has one);
+    return steps and seconds to solve, and the evaluations."""
     module = importlib.import_module(f"rlnotes.algos.{algo}")
-    config = module.Config(env=env_id, seed=seed, num_threads=1, progress_bar=False, eval_every=EVAL_EVERY,
-                           eval_episodes=EVAL_EPISODES, stop_when_solved=stop_when_solved, **overrides)
+    preset = getattr(module, "PRESETS", {}).get(env_id, {})  # the module's own settings for this task
+    settings = {**preset, "env": env_id, "seed": seed, "num_threads": 1, "progress_bar": False, "eval_every": EVAL_EVERY,
+                "eval_episodes": EVAL_EPISODES, "stop_when_solved": stop_when_solved, **overrides}
+    config = module.Config(**settings)
     history = module.train(config)
     return {
         "side": "rlnotes", "algo": algo, "env": env_id, "seed": seed,
