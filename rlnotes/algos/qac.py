@@ -10,8 +10,9 @@ networks. Every step of every env runs the notes' five steps:
     5. policy update scored by the critic: ascend q(s, a) * grad log pi(a|s)             (ascent on theta)
 
 Step 4 is SARSA's target (notebook 01) with a network. Step 5 scores the actor with the critic just
-updated in step 4 (the notes' slides compute q_t before that update; both orders are valid, the
-difference is one small critic step). a' is never executed: the next pass samples a fresh action in s'.
+updated in step 4 (the notes' flow can also be read as computing q_t before that update; both
+orders are valid, they differ by one small critic step). a' is never executed: the next pass samples
+a fresh action in s'.
 
 The critic improves because its targets contain a real reward; the policy improves because the critic
 tells it which actions look good. When training ends, the policy is what we keep: it acts alone, the
