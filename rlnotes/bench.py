@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import statistics
 import time
@@ -240,6 +241,14 @@ def markdown(rows: list[dict], speed: dict | None = None, budget_rows: list[dict
     return "\n".join(lines)
 
 
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="rlnotes bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--algos", default="ppo,a2c,dqn,trpo", help="comma-separated, run on CartPole-v1")
@@ -280,8 +289,8 @@ def main(argv=None) -> int:
     import stable_baselines3
     import sb3_contrib
 
-    meta = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-            f"{__import__('os').cpu_count()} cores", "python": platform.python_version(), "torch": torch.__version__,
+    meta = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {_cpu_model()}, {os.cpu_count()} cores",
+            "python": platform.python_version(), "torch": torch.__version__,
             "stable_baselines3": stable_baselines3.__version__, "sb3_contrib": sb3_contrib.__version__}
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "budget": budget_rows,
                                                   "throughput": speed, "runs": runs}, indent=1))
