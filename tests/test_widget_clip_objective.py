@@ -40,7 +40,9 @@ def test_bad_eps_is_rejected():
 def test_view_recomputes_when_the_sliders_move():
     box = clip_objective.view()
     eps_slider, spread_slider = box.children[0].children
-    before = box.data
+    image = box.children[1]
+    before, png_before = box.data, bytes(image.value)
+    assert png_before.startswith(b"\x89PNG")
     assert math.isclose(before["curves"]["eps"], 0.2)
     eps_slider.value = 0.4
     after = box.data
@@ -49,5 +51,6 @@ def test_view_recomputes_when_the_sliders_move():
     r = after["curves"]["ratios"]
     assert torch.equal(after["curves"]["flat_pos"], r > 1.4)
     assert "clip fraction" in box.figure.axes[2].get_title()
+    assert bytes(image.value) != png_before  # the picture shown was redrawn
     spread_slider.value = 0.05  # the batch barely moved: almost nothing outside [0.6, 1.4]
     assert box.data["batch"]["clip_fraction"] < 0.05

@@ -50,10 +50,13 @@ def test_the_same_parameter_step_costs_different_kl_near_different_policies():
 def test_view_recomputes_when_the_sliders_move():
     box = kl_constraint.view()
     delta, sharpness = box.children[0].children
-    before = box.data["trpo_step"]
+    image = box.children[1]
+    before, png_before = box.data["trpo_step"], bytes(image.value)
+    assert png_before.startswith(b"\x89PNG")
     delta.value = 4 * delta.value  # a FloatLogSlider: 0.05 -> 0.2 (within the slider's step)
     ratio = math.sqrt(box.data["delta"] / 0.05)
     torch.testing.assert_close(box.data["trpo_step"], ratio * before)
     sharpness.value = 0.0
     torch.testing.assert_close(box.data["probs_old"], torch.full((3,), 1 / 3, dtype=torch.float64))
     assert "0.33" in box.figure.axes[0].get_title()
+    assert bytes(image.value) != png_before  # the picture shown was redrawn

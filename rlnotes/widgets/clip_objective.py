@@ -3,6 +3,11 @@ with an epsilon slider; where its gradient is zero; and which samples of a batch
 
 Everything drawn is computed by `rlnotes.objectives` (`clipped_surrogate`, `clip_active`,
 `clip_fraction`): the widget adds no formula of its own.
+
+The figure is shown as an ipywidgets Image whose value is replaced on every redraw, not through an
+Output widget: a headless executor (nbclient, used by nbval and nbgrader) mimics Output widgets by
+sending messages on the shell channel it is polling, which intermittently blocks a cell until the
+timeout (jupyter/nbclient#312).
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import io
 
 import ipywidgets as widgets
 import torch
-from IPython.display import Image, display
 from matplotlib.figure import Figure
 
 from rlnotes.objectives import clip_active, clip_fraction, clipped_surrogate, probability_ratio
@@ -97,10 +101,10 @@ def view(size: int = 64, seed: int = 0):
     computed {"curves": clip_curves(...), "batch": batch_view(...)} (tests read both)."""
     eps = widgets.FloatSlider(value=0.2, min=0.05, max=0.5, step=0.01, description="epsilon")
     spread = widgets.FloatSlider(value=0.25, min=0.05, max=0.6, step=0.01, description="ratio spread")
-    out = widgets.Output()
+    image = widgets.Image(format="png")  # not an Output widget: see the module docstring
     fig = Figure(figsize=(13, 3.6))
     axes = fig.subplots(1, 3)
-    box = widgets.VBox([widgets.HBox([eps, spread]), out])
+    box = widgets.VBox([widgets.HBox([eps, spread]), image])
 
     def redraw(_=None):
         curves = clip_curves(eps.value)
@@ -123,9 +127,7 @@ def view(size: int = 64, seed: int = 0):
         box.data = {"curves": curves, "batch": batch}
         png = io.BytesIO()
         fig.savefig(png, format="png", dpi=80)
-        with out:
-            out.clear_output(wait=True)
-            display(Image(data=png.getvalue()))
+        image.value = png.getvalue()
 
     for slider in (eps, spread):
         slider.observe(redraw, names="value")

@@ -8,6 +8,11 @@ draws, around theta_old,
     the TRPO step          along F^-1 g (`trpo.conjugate_gradient`), scaled by `trpo.max_step_size`
 The objective is TRPO's surrogate with advantages A(a) of the three actions, its expectation over
 the actions taken exactly: sum_a pi_old(a) r(a) A(a) = sum_a pi_theta(a) A(a).
+
+The figure is shown as an ipywidgets Image whose value is replaced on every redraw, not through an
+Output widget: a headless executor (nbclient, used by nbval and nbgrader) mimics Output widgets by
+sending messages on the shell channel it is polling, which intermittently blocks a cell until the
+timeout (jupyter/nbclient#312).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import math
 import ipywidgets as widgets
 import numpy as np
 import torch
-from IPython.display import Image, display
 from matplotlib.figure import Figure
 
 from rlnotes.algos.trpo import conjugate_gradient, fisher_vector_product, flat_grad, max_step_size
@@ -134,10 +138,10 @@ def view():
     """
     delta = widgets.FloatLogSlider(value=0.05, base=10, min=-3, max=0, step=0.05, description="delta")
     sharpness = widgets.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.05, description="sharpness")
-    out = widgets.Output()
+    image = widgets.Image(format="png")  # not an Output widget: see the module docstring
     fig = Figure(figsize=(5.5, 5.5))
     ax = fig.subplots()
-    box = widgets.VBox([widgets.HBox([delta, sharpness]), out])
+    box = widgets.VBox([widgets.HBox([delta, sharpness]), image])
 
     def redraw(_=None):
         theta_old = tuple(sharpness.value * np.array(THETA_OLD))
@@ -149,9 +153,7 @@ def view():
         box.data = data
         png = io.BytesIO()
         fig.savefig(png, format="png", dpi=80)
-        with out:
-            out.clear_output(wait=True)
-            display(Image(data=png.getvalue()))
+        image.value = png.getvalue()
 
     for slider in (delta, sharpness):
         slider.observe(redraw, names="value")
