@@ -76,10 +76,19 @@ def lab(tmp_path_factory):
     server.wait(timeout=30)
 
 
-def _figure_src(page) -> str:
-    image = page.locator(".jp-OutputArea-output img").first
-    image.wait_for(state="visible", timeout=120_000)
-    return image.get_attribute("src")
+PNG_SIGNATURE = [137, 80, 78, 71, 13, 10, 26, 10]
+
+
+def _figure(page) -> dict:
+    """The widget's picture as the browser has it: its src and the bytes behind it (fetched in the page)."""
+    page.locator(".jp-OutputArea-output img").first.wait_for(state="visible", timeout=120_000)
+    return page.evaluate("""async () => {
+        const img = document.querySelector('.jp-OutputArea-output img');
+        const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+        let checksum = 0;
+        for (const b of bytes) checksum = (checksum * 31 + b) % 1000000007;
+        return {src: img.src, head: Array.from(bytes.slice(0, 8)), size: bytes.length, checksum: checksum};
+    }""")
 
 
 def test_moving_a_slider_redraws_the_figure(lab, tmp_path):
@@ -92,10 +101,10 @@ def test_moving_a_slider_redraws_the_figure(lab, tmp_path):
         page.locator(".jp-Cell .jp-InputArea-editor").first.click()
         page.keyboard.press("Shift+Enter")
         try:
-            before = _figure_src(page)
+            before = _figure(page)
         finally:
             page.screenshot(path=str(tmp_path / "after-run.png"))
-        assert before.startswith("data:image/png")
+        assert before["head"] == PNG_SIGNATURE and before["size"] > 1000
 
         readout = page.locator(".widget-slider .widget-readout").first  # the "step reward" slider's value
         readout.click()
@@ -104,9 +113,10 @@ def test_moving_a_slider_redraws_the_figure(lab, tmp_path):
         page.keyboard.press("Enter")
         page.wait_for_function(
             "src => { const img = document.querySelector('.jp-OutputArea-output img'); return img && img.src !== src; }",
-            arg=before, timeout=60_000,
+            arg=before["src"], timeout=60_000,
         )
-        after = _figure_src(page)
+        after = _figure(page)
         page.screenshot(path=str(tmp_path / "widget.png"))
         browser.close()
-    assert after != before and after.startswith("data:image/png")
+    assert after["head"] == PNG_SIGNATURE
+    assert after["checksum"] != before["checksum"], "the slider moved but the picture's bytes did not change"

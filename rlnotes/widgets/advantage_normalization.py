@@ -27,7 +27,6 @@ import io
 import ipywidgets as widgets
 import numpy as np
 import torch
-from IPython.display import Image, display
 from matplotlib.figure import Figure
 
 from rlnotes.advantages import gae, normalize
@@ -169,7 +168,7 @@ def view():
     gamma = widgets.FloatSlider(value=0.99, min=0.5, max=1.0, step=0.01, description="gamma")
     lam = widgets.FloatSlider(value=0.95, min=0.0, max=1.0, step=0.05, description="lambda")
     error = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1, description="critic error")
-    out = widgets.Output()
+    image = widgets.Image(format="png")  # not an Output widget: nbclient can hang on those (jupyter/nbclient#312)
     fig = Figure(figsize=(13, 3.6))  # not a pyplot figure: shown only inside the widget, never twice
     ax_raw, ax_norm, ax_bv = fig.subplots(1, 3)
     fig.subplots_adjust(wspace=0.35, bottom=0.16, left=0.06, right=0.98)
@@ -204,13 +203,11 @@ def view():
         ax_bv.legend(fontsize=8)
         png = io.BytesIO()
         fig.savefig(png, format="png", dpi=80)
-        with out:
-            out.clear_output(wait=True)
-            display(Image(data=png.getvalue()))
+        image.value = png.getvalue()
 
     for slider in (gamma, lam, error):
         slider.observe(redraw, names="value")
     redraw()
-    box = widgets.VBox([widgets.HBox([gamma, lam, error]), out])
+    box = widgets.VBox([widgets.HBox([gamma, lam, error]), image])
     box.figure = fig
     return box

@@ -7,7 +7,6 @@ import io
 
 import ipywidgets as widgets
 from matplotlib.figure import Figure
-from IPython.display import Image, display
 
 from rlnotes import plots
 from rlnotes.algos import tabular
@@ -37,7 +36,7 @@ def view():
     step = widgets.FloatSlider(value=-0.04, min=-2.0, max=-0.01, step=0.01, description="step reward")
     slip = widgets.FloatSlider(value=0.2, min=0.0, max=0.8, step=0.05, description="slip")
     gamma = widgets.FloatSlider(value=1.0, min=0.5, max=1.0, step=0.01, description="gamma")
-    out = widgets.Output()
+    image = widgets.Image(format="png")  # not an Output widget: nbclient can hang on those (jupyter/nbclient#312)
     fig = Figure(figsize=(5, 3.6))  # not a pyplot figure: shown only inside the widget, never twice
     ax = fig.subplots()
 
@@ -47,13 +46,11 @@ def view():
         plots.draw_gridworld(mdp, v, policy, ax=ax, title=f"V* and the optimal policy: V*(S) = {v[mdp.start]:.3f}")
         png = io.BytesIO()
         fig.savefig(png, format="png", dpi=90)
-        with out:
-            out.clear_output(wait=True)
-            display(Image(data=png.getvalue()))
+        image.value = png.getvalue()
 
     for slider in (step, slip, gamma):
         slider.observe(redraw, names="value")
     redraw()
-    box = widgets.VBox([widgets.HBox([step, slip, gamma]), out])
+    box = widgets.VBox([widgets.HBox([step, slip, gamma]), image])
     box.figure = fig
     return box
