@@ -96,3 +96,24 @@ def finite_number(fn: str, name: str, value) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{fn}: {name} must be a finite number, got {value}")
     return value
+
+
+def check_fields(config, where: str, at_least_one=(), unit_interval=(), positive=(), non_negative=()) -> None:
+    """Range checks of a training Config's fields, by name; the message names the field and the range.
+
+    at_least_one: counts and sizes (>= 1); unit_interval: probabilities, gamma, lambda ([0, 1]);
+    positive: step sizes, KL bounds (> 0); non_negative: loss weights, seeds, optional limits (>= 0).
+    Used by the `__post_init__` of every `rlnotes.algos.*.Config`.
+    """
+    for name in at_least_one:
+        if not getattr(config, name) >= 1:
+            raise ValueError(f"{where}: {name} must be >= 1, got {getattr(config, name)}")
+    for name in unit_interval:
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ValueError(f"{where}: {name} must be in [0, 1], got {getattr(config, name)}")
+    for name in positive:
+        if not getattr(config, name) > 0:
+            raise ValueError(f"{where}: {name} must be > 0, got {getattr(config, name)}")
+    for name in non_negative:
+        if not getattr(config, name) >= 0:
+            raise ValueError(f"{where}: {name} must be >= 0, got {getattr(config, name)}")

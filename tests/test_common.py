@@ -131,3 +131,15 @@ def test_evaluator_follows_the_protocol():
     assert history["eval_mean"] == 500.0 and history["env_steps"] == 205 and len(history["eval_returns"]) == 3
     config.stop_when_solved = False  # solved is still recorded (first time only), but the run goes on
     assert not evaluator(_balance, 290, 300, 4.0) and history["solved_step"] == 205
+
+
+@pytest.mark.parametrize("algo", ["dqn", "reinforce", "qac", "a2c", "ppo", "trpo"])
+@pytest.mark.parametrize("field, bad", [("total_steps", 0), ("gamma", 1.5), ("eval_episodes", 0), ("seed", -1)])
+def test_every_trainer_rejects_out_of_range_settings_by_name(algo, field, bad):
+    import dataclasses
+    import importlib
+
+    module = importlib.import_module(f"rlnotes.algos.{algo}")
+    assert dataclasses.is_dataclass(module.Config())
+    with pytest.raises(ValueError, match=rf"{algo}\.Config: {field} must be"):
+        module.Config(**{field: bad})

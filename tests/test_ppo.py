@@ -10,7 +10,7 @@ from torch.distributions import Categorical
 from rlnotes import cli
 from rlnotes.algos import ppo
 from rlnotes.algos.common import freeze_distribution
-from rlnotes.divergences import AdaptiveKL, kl_categorical
+from rlnotes.divergences import kl_categorical
 from rlnotes.objectives import clipped_surrogate, pg_loss
 
 torch.set_num_threads(1)

@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rlnotes.advantages import gae, normalize
+from rlnotes._checks import check_fields
 from rlnotes.algos.common import Evaluator, collect_rollout
 from rlnotes.envs import make_vec
 from rlnotes.nets import ValueNetwork, flat_size, make_policy
@@ -73,18 +74,16 @@ class Config:
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"a2c.Config: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        for name in ("total_steps", "num_envs", "num_steps", "hidden_size", "eval_every", "eval_episodes", "num_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"a2c.Config: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"a2c.Config: {name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("learning_rate", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"a2c.Config: {name} must be > 0, got {getattr(self, name)}")
-        for name in ("ent_coef", "vf_coef", "hidden_layers", "seed", "max_episode_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"a2c.Config: {name} must be >= 0, got {getattr(self, name)}")
+        check_fields(
+            self, "a2c.Config",
+            at_least_one=(
+                "total_steps", "num_envs", "num_steps", "hidden_size", "eval_every", "eval_episodes",
+                "num_threads",
+            ),
+            unit_interval=("gamma", "gae_lambda"),
+            positive=("learning_rate", "max_grad_norm"),
+            non_negative=("ent_coef", "vf_coef", "hidden_layers", "seed", "max_episode_steps"),
+        )
 
     @property
     def batch_size(self) -> int:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rlnotes.advantages import td_target
+from rlnotes._checks import check_fields
 from rlnotes.algos.common import Evaluator
 from rlnotes.envs import final_next_obs, make_vec
 from rlnotes.nets import QNetwork, flat_size
@@ -64,20 +65,16 @@ class Config:
     progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
 
     def __post_init__(self):
-        for name in ("total_steps", "num_envs", "buffer_size", "batch_size", "train_every", "gradient_steps",
-                     "target_update_every", "hidden_size", "eval_every", "eval_episodes", "num_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"dqn.Config: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("gamma", "start_epsilon", "end_epsilon", "exploration_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"dqn.Config: {name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("learning_starts", "hidden_layers", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"dqn.Config: {name} must be >= 0, got {getattr(self, name)}")
-        if not self.learning_rate > 0 or not self.max_grad_norm > 0:
-            raise ValueError(
-                f"dqn.Config: learning_rate and max_grad_norm must be > 0, got {self.learning_rate}, {self.max_grad_norm}"
-            )
+        check_fields(
+            self, "dqn.Config",
+            at_least_one=(
+                "total_steps", "num_envs", "buffer_size", "batch_size", "train_every", "gradient_steps",
+                "target_update_every", "hidden_size", "eval_every", "eval_episodes", "num_threads",
+            ),
+            unit_interval=("gamma", "start_epsilon", "end_epsilon", "exploration_fraction"),
+            positive=("learning_rate", "max_grad_norm"),
+            non_negative=("learning_starts", "hidden_layers", "seed"),
+        )
 
     @property
     def exploration_steps(self) -> int:

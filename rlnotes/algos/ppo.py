@@ -37,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rlnotes.advantages import gae, normalize
+from rlnotes._checks import check_fields
 from rlnotes.algos.common import Evaluator, collect_rollout, freeze_distribution, policy_kl
 from rlnotes.divergences import AdaptiveKL, kl_estimate
 from rlnotes.envs import make_vec
@@ -84,19 +85,16 @@ class Config:
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"ppo.Config: variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        for name in ("total_steps", "num_envs", "num_steps", "epochs", "minibatch_size", "hidden_size", "eval_every",
-                     "eval_episodes", "num_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ppo.Config: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"ppo.Config: {name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("learning_rate", "clip_eps", "kl_target", "kl_init_beta", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"ppo.Config: {name} must be > 0, got {getattr(self, name)}")
-        for name in ("ent_coef", "vf_coef", "value_clip", "hidden_layers", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"ppo.Config: {name} must be >= 0, got {getattr(self, name)}")
+        check_fields(
+            self, "ppo.Config",
+            at_least_one=(
+                "total_steps", "num_envs", "num_steps", "epochs", "minibatch_size", "hidden_size",
+                "eval_every", "eval_episodes", "num_threads",
+            ),
+            unit_interval=("gamma", "gae_lambda"),
+            positive=("learning_rate", "clip_eps", "kl_target", "kl_init_beta", "max_grad_norm"),
+            non_negative=("ent_coef", "vf_coef", "value_clip", "hidden_layers", "seed"),
+        )
 
     @property
     def batch_size(self) -> int:

@@ -39,6 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rlnotes.advantages import td_target
+from rlnotes._checks import check_fields
 from rlnotes.algos.common import Evaluator, env_actions
 from rlnotes.envs import final_next_obs, make_vec
 from rlnotes.nets import QCritic, make_policy
@@ -71,19 +72,15 @@ class Config:
     progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
 
     def __post_init__(self):
-        for name in ("total_steps", "num_envs", "hidden_size", "eval_every", "eval_episodes", "num_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"qac.Config: {name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"qac.Config: gamma must be in [0, 1], got {self.gamma}")
+        check_fields(
+            self, "qac.Config",
+            at_least_one=("total_steps", "num_envs", "hidden_size", "eval_every", "eval_episodes", "num_threads"),
+            unit_interval=("gamma",),
+            positive=("actor_learning_rate", "critic_learning_rate", "max_grad_norm"),
+            non_negative=("hidden_layers", "seed"),
+        )
         if self.score not in SCORES:
             raise ValueError(f"qac.Config: score must be one of {', '.join(SCORES)}, got {self.score!r}")
-        for name in ("actor_learning_rate", "critic_learning_rate", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"qac.Config: {name} must be > 0, got {getattr(self, name)}")
-        for name in ("hidden_layers", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"qac.Config: {name} must be >= 0, got {getattr(self, name)}")
 
 
 def q_advantage(q_values: torch.Tensor, probs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from rlnotes.advantages import discounted_returns, normalize
 from rlnotes.algos import tabular
+from rlnotes._checks import check_fields
 from rlnotes.algos.common import Evaluator, env_actions
 from rlnotes.envs import TabularMDP, make_vec
 from rlnotes.nets import ValueNetwork, flat_size, make_policy
@@ -243,19 +244,16 @@ class Config:
     progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
 
     def __post_init__(self):
-        for name in ("total_steps", "num_envs", "hidden_size", "eval_every", "eval_episodes", "num_threads", "value_iters"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"reinforce.Config: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("hidden_layers", "seed", "max_episode_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"reinforce.Config: {name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"reinforce.Config: gamma must be in [0, 1], got {self.gamma}")
-        for name in ("learning_rate", "value_learning_rate", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"reinforce.Config: {name} must be > 0, got {getattr(self, name)}")
-        if self.ent_coef < 0:
-            raise ValueError(f"reinforce.Config: ent_coef must be >= 0, got {self.ent_coef}")
+        check_fields(
+            self, "reinforce.Config",
+            at_least_one=(
+                "total_steps", "num_envs", "hidden_size", "eval_every", "eval_episodes", "num_threads",
+                "value_iters",
+            ),
+            unit_interval=("gamma",),
+            positive=("learning_rate", "value_learning_rate", "max_grad_norm"),
+            non_negative=("hidden_layers", "seed", "max_episode_steps", "ent_coef"),
+        )
         if self.baseline not in ("value", "mean", "none"):
             raise ValueError(f"reinforce.Config: baseline must be 'value', 'mean' or 'none', got {self.baseline!r}")
 

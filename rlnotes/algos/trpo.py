@@ -41,6 +41,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm.auto import tqdm
 
 from rlnotes.advantages import gae, normalize
+from rlnotes._checks import check_fields
 from rlnotes.algos.common import Evaluator, collect_rollout, freeze_distribution, policy_kl
 from rlnotes.divergences import kl_estimate
 from rlnotes.envs import make_vec
@@ -82,21 +83,18 @@ class Config:
     progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
 
     def __post_init__(self):
-        for name in ("total_steps", "num_envs", "num_steps", "cg_iterations", "max_backtracks", "value_epochs",
-                     "value_minibatch_size", "hidden_size", "eval_every", "eval_episodes", "num_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"trpo.Config: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"trpo.Config: {name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("max_kl", "value_learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"trpo.Config: {name} must be > 0, got {getattr(self, name)}")
+        check_fields(
+            self, "trpo.Config",
+            at_least_one=(
+                "total_steps", "num_envs", "num_steps", "cg_iterations", "max_backtracks", "value_epochs",
+                "value_minibatch_size", "hidden_size", "eval_every", "eval_episodes", "num_threads",
+            ),
+            unit_interval=("gamma", "gae_lambda"),
+            positive=("max_kl", "value_learning_rate"),
+            non_negative=("damping", "hidden_layers", "seed"),
+        )
         if not 0.0 < self.backtrack_ratio < 1.0:
             raise ValueError(f"trpo.Config: backtrack_ratio must be in (0, 1), got {self.backtrack_ratio}")
-        for name in ("damping", "hidden_layers", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"trpo.Config: {name} must be >= 0, got {getattr(self, name)}")
 
     @property
     def batch_size(self) -> int:
