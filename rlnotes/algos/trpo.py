@@ -116,7 +116,12 @@ def fisher_vector_product(kl: torch.Tensor, params, damping: float = 0.0):
 
     kl: the scalar mean KL(pi_old || pi_theta), computed AT theta = theta_old with pi_old detached
     (`freeze_distribution`). At that point its gradient is 0 and its Hessian is the Fisher information
-    matrix F = E[grad log pi grad log pi^T], the metric that turns a parameter step into a KL.
+    matrix, the metric that turns a parameter step into a KL:
+
+        F = mean over the batch's states s_t of  E_{a ~ pi_old(.|s_t)}[ grad log pi(a|s_t) grad log pi(a|s_t)^T ]
+
+    The expectation over actions is exact in every sampled state (the KL is exact per state), as in
+    Appendix C.1 of the TRPO paper; it is not an outer product over the sampled actions a_t.
 
     Double backprop (Pearlmutter's trick): differentiate once keeping the graph, g_kl(theta); then for
     each v, differentiate the scalar g_kl . v once more: d(g_kl . v)/d theta = H v. No P x P matrix is

@@ -29,11 +29,11 @@ from rlnotes.algos.trpo import conjugate_gradient, fisher_vector_product, flat_g
 from rlnotes.divergences import kl_categorical
 from rlnotes.objectives import surrogate_loss
 
-__all__ = ["logits_of", "kl_region", "view"]
+__all__ = ["logits_of", "kl_region", "draw", "view"]
 
 F64 = torch.float64
 THETA_OLD = (2.0, -1.0)
-ADVANTAGES = (0.2, 1.0, -0.5)  # the rarely taken action 2 is the best
+ADVANTAGES = (0.2, 1.0, -0.5)  # the best action is index 1 (logit theta_2), which pi_old rarely takes
 
 
 def logits_of(theta: torch.Tensor) -> torch.Tensor:
