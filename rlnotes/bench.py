@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlnotes.algos.common import EVAL_SEED_OFFSET, collect_rollout, evaluate
+from rlnotes.algos.common import EVAL_SEED_OFFSET, collect_rollout, crossed, evaluate
 from rlnotes.envs import make_vec
 
 __all__ = ["ZOO", "run_rlnotes", "run_reference", "throughput", "summarize", "markdown", "main"]
@@ -98,7 +98,7 @@ def _evaluation_callback(env_id: str, seed: int, stop_when_solved: bool, record:
 
         def _on_step(self) -> bool:
             before, self.last = self.last, self.num_timesteps
-            if self.num_timesteps // EVAL_EVERY == before // EVAL_EVERY:
+            if not crossed(before, self.num_timesteps, EVAL_EVERY):
                 return True
             tick = time.perf_counter()
             train_seconds = tick - self.start - self.eval_time

@@ -20,7 +20,7 @@ from rlnotes.divergences import kl_categorical, kl_gaussian
 from rlnotes.envs import make_vec
 
 __all__ = [
-    "Rollout", "collect_rollout", "env_actions", "evaluate", "Evaluator", "EVAL_SEED_OFFSET", "FINAL_EVAL_SEED_OFFSET",
+    "Rollout", "collect_rollout", "env_actions", "evaluate", "Evaluator", "crossed", "EVAL_SEED_OFFSET", "FINAL_EVAL_SEED_OFFSET",
     "freeze_distribution", "policy_kl",
 ]
 
@@ -156,6 +156,14 @@ def evaluate(act, env_id: str, episodes: int, seed: int, **env_kwargs) -> list:
     return returns.tolist()
 
 
+def crossed(before: int, after: int, every: int) -> bool:
+    """Did a step counter pass a multiple of `every` when it went from `before` to `after`?
+
+    Loops advance by num_envs or whole batches, so "step % every == 0" would miss most multiples.
+    """
+    return after // every > before // every
+
+
 class Evaluator:
     """The course's evaluation protocol, in one place for every trainer (dqn, reinforce, qac, a2c, ppo, trpo).
 
@@ -176,11 +184,14 @@ class Evaluator:
         self.env_kwargs = getattr(config, "env_kwargs", None) or {}  # e.g. max_episode_steps, as in training
         history.update(eval_steps=[], eval_means=[], eval_seconds=[], solved_step=None, solved_seconds=None)
 
+    def due(self, before: int, step: int) -> bool:
+        """Is an evaluation due after the counter went from `before` to `step`?"""
+        return crossed(before, step, self.config.eval_every) or step >= self.config.total_steps
+
     def __call__(self, act, before: int, step: int, train_seconds: float, **extra) -> bool:
         """Evaluate if the step counter passed a multiple of eval_every going from `before` to `step`
         (or reached total_steps); `extra` goes into the progress record. Returns True to stop."""
-        every = self.config.eval_every
-        if step // every == before // every and step < self.config.total_steps:
+        if not self.due(before, step):
             return False
         eval_mean = float(np.mean(evaluate(act, self.config.env, self.config.eval_episodes,
                                            self.config.seed + EVAL_SEED_OFFSET, **self.env_kwargs)))

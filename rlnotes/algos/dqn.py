@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from rlnotes.advantages import td_target
 from rlnotes._checks import check_fields
-from rlnotes.algos.common import Evaluator
+from rlnotes.algos.common import Evaluator, crossed
 from rlnotes.envs import final_next_obs, make_vec
 from rlnotes.nets import QNetwork, flat_size
 from rlnotes.utils import seed_everything
@@ -189,11 +189,6 @@ def collect(envs, q_net, obs: np.ndarray, epsilon: float, buffer: ReplayBuffer, 
     return next_obs, info
 
 
-def _crossed(before: int, after: int, every: int) -> bool:
-    """Did the step counter pass a multiple of `every` when it went from `before` to `after`?"""
-    return after // every > before // every
-
-
 def _check_spaces(envs) -> None:
     if not isinstance(envs.single_action_space, gym.spaces.Discrete):
         raise ValueError(f"dqn: needs Discrete actions, got {envs.single_action_space}")
@@ -252,7 +247,7 @@ def train(config: Config, progress=None) -> dict:
             history["episode_returns"].append(float(info["episode"]["r"][i]))
 
         # learn: a phase of gradient steps on minibatches from the buffer
-        if step >= config.learning_starts and _crossed(before, step, config.train_every):
+        if step >= config.learning_starts and crossed(before, step, config.train_every):
             losses, q_means = [], []
             for _ in range(config.gradient_steps):
                 batch = buffer.sample(config.batch_size, generator)
@@ -267,7 +262,7 @@ def train(config: Config, progress=None) -> dict:
             history["train_steps"].append(step)
             history["losses"].append(loss_value)
             history["q_means"].append(float(np.mean(q_means)))
-        if _crossed(before, step, config.target_update_every):
+        if crossed(before, step, config.target_update_every):
             target_net.load_state_dict(q_net.state_dict())
         train_seconds += time.perf_counter() - tick
         bar.update(config.num_envs)

@@ -232,7 +232,7 @@ def train(config: Config, progress=None) -> dict:
         bar.update(config.num_envs)
 
         # diagnostics and evaluation (not timed), early stop when solved
-        if step // config.eval_every > before // config.eval_every or step >= config.total_steps:
+        if evaluator.due(before, step):
             history["update_steps"].append(step)
             for key, values in period.items():
                 history[key].append(float(np.mean(values)))
