@@ -112,3 +112,20 @@ def test_cli_lm_sft_and_dpo_print_json_lines():
     assert final["event"] == "final" and final["config"]["loss_type"] == "ipo"
     assert set(final["before"]) == set(final["after"]) == {"greedy_accuracy", "sampled_accuracy"}
     assert final["eval_step"] == [2, 4] and len(final["margin"]) == 2 and final["n_pairs"] > 0
+
+
+def test_kto_reference_point_uses_other_prompts_only():
+    """Rows drawn with replacement (a row twice, or a batch of one) must never meet their own prompt."""
+    from rlnotes.lm.dpo import other_prompt_rows
+
+    pairs = torch.tensor([[1, 2], [1, 2], [3, 4], [5, 6], [5, 6]])  # rows 0/1 and 3/4 share a prompt
+    gen = torch.Generator().manual_seed(0)
+    for rows in (torch.tensor([0]), torch.tensor([0, 0, 1, 3, 3, 4]), torch.tensor([2, 2])):
+        for _ in range(50):
+            others = other_prompt_rows(pairs, rows, gen)
+            assert not (pairs[others] == pairs[rows]).all(-1).any()
+    # TRL's within-batch shift fails exactly here: a batch of one is paired with itself
+    rows = torch.tensor([2])
+    assert (pairs[rows.roll(1)] == pairs[rows]).all()
+    with pytest.raises(ValueError, match="same prompt"):
+        other_prompt_rows(torch.tensor([[1, 2], [1, 2]]), torch.tensor([0, 1]), gen)

@@ -42,7 +42,7 @@ from .sampling import evaluate, sample
 from .task import AdditionTask
 
 __all__ = [
-    "LOSS_TYPES", "Config", "Samples", "PreferenceData", "UnpairedData", "sample_answers", "make_pairs", "make_unpaired",
+    "LOSS_TYPES", "Config", "Samples", "other_prompt_rows", "PreferenceData", "UnpairedData", "sample_answers", "make_pairs", "make_unpaired",
     "reference_logprobs", "kl_to_reference", "preference_metrics", "subset_pairs", "train", "run",
 ]
 
@@ -268,17 +268,39 @@ def _dpo_step(policy, data: PreferenceData, ref_c, ref_r, rows, config: Config, 
     return loss, logs
 
 
-def _kto_step(policy, ref, data: UnpairedData, ref_logps, rows, config: Config, eos_id: int):
+def other_prompt_rows(pairs: torch.Tensor, rows: torch.Tensor, generator=None, tries: int = 100) -> torch.Tensor:
+    """For each of `rows`, a random row of the data set whose PROMPT differs -> (B,) row indices.
+
+    pairs: (M, 2) operands of every row; rows: (B,) indices, possibly repeated (drawn with replacement).
+    KTO's reference point must be built from answers to OTHER prompts: pairing a row with the next row
+    of the batch (TRL's shift) pairs it with its own answer when a row is drawn twice, or when the batch
+    holds one row, and z becomes that example's own log-ratio.
+    Raises ValueError if every row has the same prompt (no mismatched couple exists).
+    """
+    other = torch.randint(len(pairs), rows.shape, generator=generator)
+    for _ in range(tries):
+        same = (pairs[other] == pairs[rows]).all(-1)  # (B,)
+        if not same.any():
+            return other
+        other[same] = torch.randint(len(pairs), (int(same.sum()),), generator=generator)
+    if (pairs == pairs[0]).all():
+        raise ValueError("other_prompt_rows: every row has the same prompt; KTO's reference point needs two or more")
+    raise RuntimeError(f"other_prompt_rows: no row with another prompt found in {tries} draws")
+
+
+def _kto_step(policy, ref, data: UnpairedData, ref_logps, rows, config: Config, eos_id: int, generator=None):
     """Loss and logs of one minibatch of unpaired answers (rows) for KTO.
 
     The reference point z is TRL's estimate of KL(pi || pi_ref): the mean log-ratio of MISMATCHED
-    (prompt, answer) couples in the batch (each prompt with the next row's answer), detached.
+    (prompt, answer) couples, each prompt with the answer of a row whose prompt differs
+    (``other_prompt_rows``), detached.
     """
     prompts, completions = data.prompts[rows], data.completions[rows]
     tokens, mask = collate(prompts, completions, eos_id)
     out = sequence_logprobs(policy, tokens, mask)
     with torch.no_grad():
-        mismatched = collate(prompts, completions.roll(1, dims=0), eos_id)  # answer of another prompt
+        others = other_prompt_rows(data.pairs, rows, generator)  # (B,) rows answering other prompts
+        mismatched = collate(prompts, data.completions[others], eos_id)
         kl = (sequence_logprobs(policy, *mismatched)["sum"] - sequence_logprobs(ref, *mismatched)["sum"]).mean()
     desirable = data.desirable[rows]
     losses = kto_loss(out["sum"], ref_logps[rows], desirable, kl, config.beta, config.desirable_weight, config.undesirable_weight)
@@ -374,7 +396,7 @@ def train(config: Config | None = None, ref_model=None, task: AdditionTask | Non
     for step in tqdm(range(1, config.steps + 1), desc=config.loss_type, disable=not config.progress_bar):
         rows = torch.randint(len(data), (min(batch, len(data)),), generator=generator)
         if config.loss_type == "kto":
-            loss, logs = _kto_step(policy, ref, data, ref_logps, rows, config, eos_id)
+            loss, logs = _kto_step(policy, ref, data, ref_logps, rows, config, eos_id, generator)
         else:
             loss, logs = _dpo_step(policy, data, ref_c, ref_r, rows, config, eos_id)
         optimizer.zero_grad(set_to_none=True)
