@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Execute the course's notebooks top to bottom, as a learner would, and time each chapter.
+
+    python tools/run_notebooks.py --full                      # what `make test-full` runs
+    python tools/run_notebooks.py --fast --offsets 1,2,3,4    # what `make test-seeds` runs
+    python tools/run_notebooks.py --full 01 05                # only some chapters (name or number prefix)
+
+Every notebooks/*.ipynb is picked up (chapters added later included). Each notebook runs in a fresh
+kernel of this Python (the venv's, started as `python -m ipykernel_launcher`), with RLNOTES_FAST,
+RLNOTES_SEED_OFFSET and MPLBACKEND=Agg set in the kernel's environment. The executed copies go to
+build/notebooks/<mode>-offset<k>/ (outputs included, for reading what a run printed); the committed
+notebooks are not touched. Prints `notebook  seconds  ok/FAILED` per chapter and a total, and exits
+non-zero when any notebook failed. --allow-errors keeps executing after a failing cell (every failing
+cell is then listed), which is what measuring a claim over seeds needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def execute_one(source: Path, target: Path, timeout: int, allow_errors: bool) -> int:
+    """Run one notebook in a new kernel (this process's environment); write the executed copy. 0 if no cell failed."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(source, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
+                            resources={"metadata": {"path": str(source.parent)}})
+    status = 0
+    try:
+        client.execute()
+    except CellExecutionError as error:  # the first failing cell (without --allow-errors)
+        print(str(error).strip().splitlines()[-1], file=sys.stderr)
+        status = 1
+    except Exception as error:  # a timeout, a dead kernel
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        status = 1
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if output.get("output_type") == "error":
+                print(f"cell {index}: {output.get('ename')}: {output.get('evalue')}", file=sys.stderr)
+                status = 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, target)
+    return status
+
+
+def select(names: list[str]) -> list[Path]:
+    paths = sorted(NOTEBOOKS.glob("*.ipynb"))
+    if not names:
+        return paths
+    chosen = [p for p in paths if any(p.name == n or p.stem == n or p.stem.startswith(n) for n in names)]
+    missing = [n for n in names if not any(p.name == n or p.stem == n or p.stem.startswith(n) for p in paths)]
+    if missing:
+        sys.exit(f"no notebook matches: {', '.join(missing)}")
+    return chosen
+
+
+def run(path: Path, mode: str, offset: int, args) -> tuple[float, bool, str]:
+    env = dict(os.environ, RLNOTES_FAST="1" if mode == "fast" else "0", RLNOTES_SEED_OFFSET=str(offset),
+               MPLBACKEND="Agg", PYDEVD_DISABLE_FILE_VALIDATION="1")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    target = Path(args.out) / f"{mode}-offset{offset}" / path.name
+    command = [sys.executable, __file__, "--execute-one", str(path), str(target), "--timeout", str(args.timeout)]
+    if args.allow_errors:
+        command.append("--allow-errors")
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    detail = "\n".join(line for line in done.stderr.splitlines() if line.startswith("cell ") or ": " in line)
+    return seconds, done.returncode == 0, detail
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--full", dest="mode", action="store_const", const="full", help="full mode, what a learner runs")
+    mode.add_argument("--fast", dest="mode", action="store_const", const="fast", help="RLNOTES_FAST=1 (the default)")
+    parser.add_argument("--offsets", default="0", help="comma-separated RLNOTES_SEED_OFFSET values (default 0)")
+    parser.add_argument("--jobs", type=int, default=1, help="notebooks executed at once (default 1)")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell (default 3600)")
+    parser.add_argument("--allow-errors", action="store_true", help="keep executing after a failing cell")
+    parser.add_argument("--out", default=str(ROOT / "build" / "notebooks"), help="where the executed copies go")
+    parser.add_argument("--execute-one", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("names", nargs="*", help="notebooks to run (file name, stem or prefix such as 03); default all")
+    args = parser.parse_args(argv)
+
+    if args.execute_one:
+        return execute_one(Path(args.execute_one[0]), Path(args.execute_one[1]), args.timeout, args.allow_errors)
+
+    mode_name = args.mode or "fast"
+    try:
+        offsets = [int(x) for x in args.offsets.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--offsets must be comma-separated integers, got {args.offsets!r}")
+    if not offsets or min(offsets) < 0:
+        parser.error("--offsets needs non-negative integers")
+    paths = select(args.names)
+    jobs = [(offset, path) for offset in offsets for path in paths]
+    print(f"{mode_name} mode, seed offsets {','.join(map(str, offsets))}: {len(paths)} notebooks, "
+          f"{max(1, args.jobs)} at a time; executed copies in {args.out}/{mode_name}-offset<k>/", flush=True)
+
+    results = {}
+    wall = time.perf_counter()
+
+    def one(job):
+        offset, path = job
+        result = run(path, mode_name, offset, args)
+        seconds, ok, detail = result
+        print(f"offset {offset}  {path.stem:24s} {seconds:8.1f} s  {'ok' if ok else 'FAILED'}", flush=True)
+        if detail:
+            print("    " + detail.replace("\n", "\n    "), flush=True)
+        results[job] = result
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        list(pool.map(one, jobs))
+
+    total = time.perf_counter() - wall
+    failed = [(offset, path.stem) for (offset, path), (_, ok, _) in results.items() if not ok]
+    print(f"\n{mode_name} mode: seconds per chapter" + (" and seed offset" if len(offsets) > 1 else ""))
+    print(f"{'notebook':24s}" + "".join(f"{'offset ' + str(o):>12s}" for o in offsets))
+    for path in paths:
+        cells = []
+        for offset in offsets:
+            seconds, ok, _ = results[offset, path]
+            cells.append(f"{seconds:8.1f}{'   ' if ok else ' !!'}")
+        print(f"{path.stem:24s}" + "".join(f"{c:>12s}" for c in cells))
+    print(f"{'total':24s}" + "".join(f"{sum(results[o, p][0] for p in paths):9.1f}   " for o in offsets))
+    print(f"wall time {total:.1f} s; {len(jobs) - len(failed)} ok, {len(failed)} FAILED"
+          + (": " + ", ".join(f"{stem} (offset {o})" for o, stem in failed) if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
