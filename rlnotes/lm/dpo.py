@@ -32,18 +32,20 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from rlnotes.divergences import kl_categorical
 from rlnotes.preference import DPO_LOSS_TYPES, dpo_loss, kto_loss
 from rlnotes.utils import seed_everything
 
 from . import sft
-from .logprobs import collate, masked_sum, sequence_logprobs
-from .sampling import evaluate, sample
+from .logprobs import collate, sequence_logprobs, token_mean_nll
+from .rollout import Samples, kl_to_reference, reference_logprobs, sample_answers, subset_pairs
+from .sampling import evaluate
 from .task import AdditionTask
 
 __all__ = [
-    "LOSS_TYPES", "Config", "Samples", "other_prompt_rows", "PreferenceData", "UnpairedData", "sample_answers", "make_pairs", "make_unpaired",
-    "reference_logprobs", "kl_to_reference", "preference_metrics", "subset_pairs", "train", "run",
+    "LOSS_TYPES", "Config", "PreferenceData", "UnpairedData", "make_pairs", "make_unpaired", "other_prompt_rows",
+    "preference_metrics", "train",
+    # shared by every LM method, defined in rollout and re-exported for chapter 06's cells
+    "Samples", "sample_answers", "reference_logprobs", "kl_to_reference", "subset_pairs",
 ]
 
 LOSS_TYPES = (*DPO_LOSS_TYPES, "kto")
@@ -52,7 +54,7 @@ LOSS_TYPES = (*DPO_LOSS_TYPES, "kto")
 @dataclass
 class Config:
     seed: int = field(default=1, metadata={"help": "seed of the SFT model, the sampled preference data and training"})
-    sft_steps: int = field(default=1300, metadata={"help": "SFT steps when the reference model is trained first (`rlnotes lm dpo`, dpo.run)"})
+    sft_steps: int = field(default=1300, metadata={"help": "SFT steps when no reference model is given and one is trained first (`rlnotes lm dpo`)"})
     loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (DPO), ipo, hinge, robust, or kto"})
     beta: float = field(default=0.1, metadata={"help": "KL strength: small beta lets the policy move far from pi_ref"})
     label_smoothing: float = field(default=0.0, metadata={"help": "assumed label-flip rate (sigmoid: cDPO; robust: rDPO)"})
@@ -125,38 +127,6 @@ class UnpairedData:
         return len(self.pairs)
 
 
-@dataclass
-class Samples:
-    """Answers sampled from a model: pairs (B, 2) operands, completions (B, k, N) ids, rewards (B, k)."""
-
-    pairs: torch.Tensor
-    completions: torch.Tensor
-    rewards: torch.Tensor
-
-    def __post_init__(self):
-        B = len(self.pairs)
-        if self.completions.dim() != 3 or self.completions.shape[0] != B or self.rewards.shape != self.completions.shape[:2]:
-            raise ValueError(
-                f"Samples: pairs {tuple(self.pairs.shape)}, completions {tuple(self.completions.shape)} and rewards"
-                f" {tuple(self.rewards.shape)} must be (B, 2), (B, k, N) and (B, k)"
-            )
-
-
-def sample_answers(model, task: AdditionTask, pairs: torch.Tensor, k: int, generator=None, temperature: float = 1.0) -> Samples:
-    """k answers per prompt from `model`, scored by the verifiable reward -> Samples.
-
-    pairs: (B, 2) operands of B prompts. temperature 1 samples the model's own distribution (on-policy
-    data for pi_ref).
-    """
-    if k < 1:
-        raise ValueError(f"sample_answers: k must be >= 1, got {k}")
-    repeated = pairs.repeat_interleave(k, dim=0)  # (B * k, 2), each prompt k times in a row
-    tok = task.tokenizer
-    completions = sample(model, task.prompts(repeated), task.max_new_tokens, temperature, generator, tok.eos_id, tok.pad_id)
-    rewards = task.reward(repeated, completions)  # (B * k,)
-    return Samples(pairs, completions.view(len(pairs), k, -1), rewards.view(len(pairs), k))
-
-
 def make_pairs(task: AdditionTask, samples: Samples, generator=None) -> PreferenceData:
     """Best against worst answer of each prompt -> PreferenceData (prompts with a reward gap only).
 
@@ -188,36 +158,6 @@ def make_unpaired(task: AdditionTask, samples: Samples) -> UnpairedData:
 
 
 # ---- 2. log-probs and diagnostics ---------------------------------------------------------------------
-
-
-@torch.no_grad()
-def reference_logprobs(model, prompts: torch.Tensor, completions: torch.Tensor, eos_id: int = 1, batch_size: int = 4096):
-    """Sequence log-probs (sums) of completions under a frozen model: (M, P), (M, N) -> (M,)."""
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        tokens, mask = collate(prompts[start : start + batch_size], completions[start : start + batch_size], eos_id)
-        out.append(sequence_logprobs(model, tokens, mask)["sum"])
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def kl_to_reference(policy, ref, task: AdditionTask, pairs: torch.Tensor, generator=None) -> float:
-    """KL(pi || pi_ref) over whole answers, averaged over the prompts `pairs` (B, 2).
-
-    One answer y is sampled from the policy per prompt; the estimate is the EXACT per-token KL summed
-    along it, ``sum_t KL(pi(.|x, y<t) || pi_ref(.|x, y<t))``. By the chain rule its expectation over y is
-    the sequence-level KL, and unlike log pi(y) - log pi_ref(y) it is never negative.
-    """
-    tok = task.tokenizer
-    prompts = task.prompts(pairs)
-    completions = sample(policy, prompts, task.max_new_tokens, 1.0, generator, tok.eos_id, tok.pad_id)
-    tokens, mask = collate(prompts, completions, tok.eos_id)
-    was_training = policy.training
-    policy.eval()
-    out_p, out_q = sequence_logprobs(policy, tokens, mask), sequence_logprobs(ref, tokens, mask)
-    policy.train(was_training)
-    per_token = kl_categorical(out_p["logits"], out_q["logits"])  # (B, L - 1)
-    return float(masked_sum(per_token, out_p["mask"]).mean())
 
 
 @torch.no_grad()
@@ -253,7 +193,7 @@ def _dpo_step(policy, data: PreferenceData, ref_c, ref_r, rows, config: Config, 
         pc, pr, ref_c[rows], ref_r[rows], config.beta, config.loss_type, config.label_smoothing
     )
     loss = config.preference_weight * losses.mean()
-    nll = -out["per_token"][:B].sum() / out["mask"][:B].sum()  # mean NLL over the chosen answers' tokens
+    nll = token_mean_nll(out, slice(0, B))  # mean NLL over the chosen answers' tokens
     if config.nll_weight > 0:
         loss = loss + config.nll_weight * nll
     logs = {
@@ -305,7 +245,7 @@ def _kto_step(policy, ref, data: UnpairedData, ref_logps, rows, config: Config, 
     desirable = data.desirable[rows]
     losses = kto_loss(out["sum"], ref_logps[rows], desirable, kl, config.beta, config.desirable_weight, config.undesirable_weight)
     loss = config.preference_weight * losses.mean()
-    nll = -out["per_token"][desirable].sum() / out["mask"][desirable].sum().clamp(min=1)  # NLL of the thumbs-up answers
+    nll = token_mean_nll(out, desirable)  # NLL of the thumbs-up answers
     if config.nll_weight > 0:
         loss = loss + config.nll_weight * nll
     rewards = config.beta * (out["sum"] - ref_logps[rows]).detach()
@@ -322,20 +262,15 @@ def _kto_step(policy, ref, data: UnpairedData, ref_logps, rows, config: Config, 
 # ---- 3. training ----------------------------------------------------------------------------------
 
 
-def subset_pairs(pairs: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-    """n rows of `pairs` (B, 2) picked by `seed`, in their original order; all of them when n is 0 or >= B.
+def train(config: Config | None = None, progress=None, *, ref_model=None, task: AdditionTask | None = None,
+          samples: Samples | None = None) -> dict:
+    """Align a copy of `ref_model` (the SFT model; kept frozen as pi_ref) -> history, the policy under "policy".
 
-    ``subset_pairs(task.split("heldout"), config.eval_prompts)`` are the prompts ``train`` evaluates on.
-    """
-    if n <= 0 or n >= len(pairs):
-        return pairs
-    return pairs[torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))[:n].sort().values]
-
-
-def train(config: Config | None = None, ref_model=None, task: AdditionTask | None = None, samples: Samples | None = None,
-          progress=None):
-    """Align a copy of `ref_model` (the SFT model; kept frozen as pi_ref) -> (policy, history).
-
+    The contract of every LM trainer (``rlnotes lm <name>``): ``train(config, progress=None) -> history``
+    with ``before`` and ``after`` (held-out greedy and sampled accuracy of pi_ref and of the policy, on
+    the same prompts) and ``seconds`` (this method's training time, SFT excluded).
+    ref_model: the SFT model; when None, one is trained first with ``sft.Config(seed=config.seed,
+    steps=config.sft_steps)`` and its summary is history["sft"].
     samples: answers already sampled from `ref_model` on training prompts (``sample_answers``), so that
     several runs can share one data set; by default they are sampled here (and timed).
 
@@ -346,20 +281,18 @@ def train(config: Config | None = None, ref_model=None, task: AdditionTask | Non
     ``greedy_accuracy_probe`` (500 held-out prompts). Then, once: ``after`` (held-out greedy and
     sampled accuracy), ``heldout_pairs_before`` / ``heldout_pairs_after`` (``preference_metrics`` on
     pairs sampled from pi_ref on held-out prompts), ``n_pairs`` or ``n_unpaired``, ``seconds``
-    (sampling if done here + training; evaluation excluded).
+    (sampling if done here + training; evaluation excluded), ``policy`` (the trained model).
     """
     config = config or Config()
     task = task or AdditionTask()
-    if ref_model is None:
-        raise ValueError("dpo.train: ref_model is required (the SFT model); `run` trains one first")
     torch.set_num_threads(config.num_threads)
+    ref_model, history = sft.reference_model(ref_model, config, task, progress)
     generator = seed_everything(config.seed)
     eos_id = task.tokenizer.eos_id
     ref = copy.deepcopy(ref_model).eval().requires_grad_(False)
     policy = copy.deepcopy(ref_model).train().requires_grad_(True)
     heldout = subset_pairs(task.split("heldout"), config.eval_prompts, seed=0)
     probe = subset_pairs(heldout, 500, seed=1)
-    history = {}
 
     # held-out pairs from pi_ref, to watch the implicit reward generalise (not timed)
     eval_gen = torch.Generator().manual_seed(config.seed + 1)
@@ -421,27 +354,10 @@ def train(config: Config | None = None, ref_model=None, task: AdditionTask | Non
     seconds += time.perf_counter() - start
 
     policy.eval()
+    history["before"] = sft.final_evaluation(ref, task, torch.Generator().manual_seed(config.seed + 2),
+                                             config.eval_samples, heldout)
     history["after"] = sft.final_evaluation(policy, task, eval_gen, config.eval_samples, heldout)
     history["heldout_pairs_after"] = preference_metrics(policy, ho_ref_c, ho_ref_r, ho_pairs, config.beta, eos_id)
     history["seconds"] = seconds
-    return policy, history
-
-
-def run(config: Config | None = None, progress=None):
-    """SFT then alignment, as ``rlnotes lm dpo`` runs it -> (ref_model, policy, sft_history, history).
-
-    The SFT model is trained with ``sft.Config(seed=config.seed, steps=config.sft_steps)``;
-    history["before"] is its held-out accuracy on the same prompts as history["after"].
-    """
-    config = config or Config()
-    task = AdditionTask()
-    ref_model, sft_history = sft.train(
-        sft.Config(seed=config.seed, steps=config.sft_steps, num_threads=config.num_threads, progress_bar=config.progress_bar),
-        progress=progress, task=task,
-    )
-    policy, history = train(config, ref_model, task, progress=progress)
-    heldout = subset_pairs(task.split("heldout"), config.eval_prompts, seed=0)
-    history["before"] = sft.final_evaluation(ref_model, task, torch.Generator().manual_seed(config.seed + 2),
-                                             config.eval_samples, heldout)
-    history["sft_seconds"] = sft_history["seconds"]
-    return ref_model, policy, sft_history, history
+    history["policy"] = policy
+    return history

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["collate", "token_logprobs", "masked_sum", "masked_mean", "sequence_logprobs"]
+__all__ = ["collate", "token_logprobs", "masked_sum", "masked_mean", "sequence_logprobs", "token_mean_nll"]
 
 
 def collate(prompts: torch.Tensor, completions: torch.Tensor, eos_id: int = 1):
@@ -51,14 +51,22 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of `values` where `mask` is True, along the last dim: (B, T), (B, T) -> (B,)."""
+    """Sum of `values` where `mask` is True, along the last dim: (B, T), (B, T) -> (B,).
+
+    Numerical safety: masked entries are dropped by selection, not multiplied by 0, so a NaN or -inf
+    there (a log-prob of padding) does not leak into the sum or into the gradient of the other entries.
+    """
     if values.shape != mask.shape:
         raise ValueError(f"masked_sum: values {tuple(values.shape)} and mask {tuple(mask.shape)} differ in shape")
-    return (values * mask).sum(-1)  # multiply, not index: keeps the (B,) shape and the gradient
+    kept = torch.where(mask.bool(), values, torch.zeros_like(values))  # select, not index: keeps (B,) and the gradient
+    return kept.sum(-1)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `values` where `mask` is True, per row: (B, T), (B, T) -> (B,). A row with no True raises."""
+    """Mean of `values` where `mask` is True, per row: (B, T), (B, T) -> (B,). A row with no True raises.
+
+    Numerical safety: as `masked_sum`, a NaN or inf at a masked entry does not leak into the mean.
+    """
     if values.shape != mask.shape:
         raise ValueError(f"masked_mean: values {tuple(values.shape)} and mask {tuple(mask.shape)} differ in shape")
     counts = mask.sum(-1)  # (B,)
@@ -78,7 +86,8 @@ def sequence_logprobs(model, tokens: torch.Tensor, completion_mask: torch.Tensor
     Returns a dict:
         ``sum`` (B,): log pi(y | x), the sequence log-prob (what DPO, KTO and the RL chapters use);
         ``mean`` (B,): sum / number of completion tokens (length-normalised; IPO in TRL, SimPO);
-        ``per_token`` (B, L - 1): log pi(token t + 1 | tokens <= t), zero where masked;
+        ``per_token`` (B, L - 1): log pi(token t + 1 | tokens <= t), zero where masked (exactly 0, even
+            where the model gives a masked token log-prob -inf: selected, not multiplied by the mask);
         ``mask`` (B, L - 1): the shifted completion mask;
         ``logits`` (B, L - 1, V): the logits that produced them (for exact per-token KL).
     """
@@ -88,7 +97,8 @@ def sequence_logprobs(model, tokens: torch.Tensor, completion_mask: torch.Tensor
         )
     logits = model(tokens[:, :-1])  # position t predicts token t + 1: (B, L - 1, V)
     mask = completion_mask[:, 1:]  # (B, L - 1), aligned with the predicted tokens
-    per_token = token_logprobs(logits, tokens[:, 1:]) * mask  # (B, L - 1)
+    logp = token_logprobs(logits, tokens[:, 1:])  # (B, L - 1)
+    per_token = torch.where(mask.bool(), logp, torch.zeros_like(logp))  # (B, L - 1); -inf * 0 would be NaN
     return {
         "sum": masked_sum(per_token, mask),
         "mean": masked_mean(per_token, mask),
@@ -96,3 +106,17 @@ def sequence_logprobs(model, tokens: torch.Tensor, completion_mask: torch.Tensor
         "mask": mask,
         "logits": logits,
     }
+
+
+def token_mean_nll(out: dict, rows=None) -> torch.Tensor:
+    """Mean negative log-likelihood over every completion token of the batch -> scalar.
+
+    out: a ``sequence_logprobs`` result; rows: optional bool (B,) or index selecting the sequences that
+    count (DPO: the chosen answers; KTO: the thumbs-up ones). Each TOKEN weighs the same (a long answer
+    counts more than a short one), as ``cross_entropy(..., ignore_index=pad)`` in SFT trainers. This is
+    SFT's loss and the NLL term of DPO+NLL (RPO) and KTO. With no token selected it is 0, not NaN.
+    """
+    per_token, mask = out["per_token"], out["mask"]  # (B, L - 1) each
+    if rows is not None:
+        per_token, mask = per_token[rows], mask[rows]
+    return -per_token.sum() / mask.sum().clamp(min=1)

@@ -23,12 +23,12 @@ from tqdm.auto import tqdm
 
 from rlnotes.utils import seed_everything
 
-from .logprobs import collate, sequence_logprobs
+from .logprobs import collate, sequence_logprobs, token_mean_nll
 from .model import GPT, GPTConfig
 from .sampling import evaluate
 from .task import AdditionTask
 
-__all__ = ["Config", "build_model", "sft_loss", "final_evaluation", "train"]
+__all__ = ["Config", "build_model", "sft_loss", "final_evaluation", "reference_model", "train"]
 
 
 @dataclass
@@ -70,8 +70,7 @@ def sft_loss(model, tokens: torch.Tensor, completion_mask: torch.Tensor) -> torc
     Each TOKEN weighs the same (a long answer counts more than a short one), as in the usual
     ``cross_entropy(..., ignore_index=pad)`` of SFT trainers.
     """
-    out = sequence_logprobs(model, tokens, completion_mask)
-    return -out["per_token"].sum() / out["mask"].sum()
+    return token_mean_nll(sequence_logprobs(model, tokens, completion_mask))
 
 
 def final_evaluation(model, task: AdditionTask, generator: torch.Generator, eval_samples: int = 4, pairs=None) -> dict:
@@ -84,6 +83,22 @@ def final_evaluation(model, task: AdditionTask, generator: torch.Generator, eval
         "greedy_accuracy": evaluate(model, task, heldout, temperature=0.0),
         "sampled_accuracy": evaluate(model, task, heldout, 1.0, generator, samples_per_prompt=eval_samples),
     }
+
+
+def reference_model(model, config, task: AdditionTask, progress=None):
+    """The model an alignment method starts from -> (model, history).
+
+    `model` if given (history is then empty); otherwise an SFT model trained with
+    ``Config(seed=config.seed, steps=config.sft_steps)``, the other method's config supplying those two
+    fields and ``num_threads`` / ``progress_bar``; history["sft"] then holds its held-out accuracies and
+    training seconds (what ``rlnotes lm dpo|grpo|rlhf`` print beside their own numbers).
+    """
+    if model is not None:
+        return model, {}
+    sft_config = Config(seed=config.seed, steps=config.sft_steps, num_threads=config.num_threads,
+                        progress_bar=config.progress_bar)
+    model, sft_history = train(sft_config, progress=progress, task=task)
+    return model, {"sft": {k: sft_history[k] for k in ("greedy_accuracy", "sampled_accuracy", "seconds")}}
 
 
 def train(config: Config | None = None, progress=None, task: AdditionTask | None = None):

@@ -1,0 +1,217 @@
+"""GRPO: PPO's clipped objective with the group of answers to one prompt as its own baseline.
+
+Introduced in ``07_grpo`` (Shao et al. 2024, "DeepSeekMath", arXiv:2402.03300, sec. 4.1, eq. 3 and 4).
+It reads in the order of ``rlnotes.algos.ppo`` so that the two can be put side by side; what changes:
+
+    PPO (05)                                     GRPO (here)
+    rollout of T steps in N envs                 G answers for each of B prompts (``rollout.collect``)
+    critic V(s), GAE advantages                  no critic: ``advantages.group_relative`` on the G rewards
+    one advantage per action                     one advantage per answer, given to each of its tokens
+    entropy bonus, value loss                    beta * k3 estimate of KL(pi || pi_ref) per token
+    mean over the minibatch                      ``objectives.aggregate`` over tokens (grpo, dapo, dr_grpo)
+
+The loss of one inner step, per token t of answer i (to MINIMISE):
+
+    ``clipped_surrogate(log pi(y_it), log pi_old(y_it), A_i, eps) + beta * kl_estimate(log pi, log pi_ref, "k3")``
+
+with ``A_i = group_relative(r_i1..r_iG)``. A group whose G answers all have the same reward (all right or
+all wrong) has A = 0 exactly, so it adds nothing to the surrogate (only the KL term); its share is logged
+as ``zero_variance_share``. Three choices of the literature are options: ``scale`` (DeepSeekMath divides by
+the group's std; Dr. GRPO, Liu et al. 2025, does not), ``leave_one_out`` (RLOO, Ahmadian et al. 2024: the
+baseline of each answer is the mean of the OTHER G - 1), and ``aggregation``.
+
+Defaults measured on this task (a prototype: G 8 x 32 prompts an iteration, 2 inner steps, lr 1e-4,
+eps 0.2, k3 beta 0.04, as DeepSeekMath's beta and TRL's GRPOConfig beta of 0.04).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from rlnotes._checks import check_fields
+from rlnotes.advantages import group_relative
+from rlnotes.divergences import kl_estimate
+from rlnotes.objectives import AGGREGATION_MODES, aggregate, clip_fraction, clipped_surrogate
+from rlnotes.utils import seed_everything
+
+from . import sft
+from .logprobs import sequence_logprobs
+from .rollout import Rollout, collect, kl_to_reference, subset_pairs
+from .sampling import evaluate
+from .task import AdditionTask
+
+__all__ = ["Config", "advantages_of", "grpo_loss", "train"]
+
+
+@dataclass
+class Config:
+    seed: int = field(default=1, metadata={"help": "seed of the SFT model (if trained here), sampling and training"})
+    sft_steps: int = field(default=1300, metadata={"help": "SFT steps when no reference model is given (`rlnotes lm grpo`)"})
+    iterations: int = field(default=700, metadata={"help": "rollouts, each followed by inner_steps updates; ~0.17 s each"})
+    prompts_per_iteration: int = field(default=32, metadata={"help": "B, training prompts an iteration; 16 to 64"})
+    group_size: int = field(default=8, metadata={"help": "G, answers sampled per prompt; 4 to 16 (>= 2)"})
+    inner_steps: int = field(default=2, metadata={"help": "gradient steps on each rollout (PPO's epochs); 1 to 4"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Adam step size; 3e-5 to 3e-4"})
+    clip_eps: float = field(default=0.2, metadata={"help": "clip range of the ratio, 1 +- eps; 0.1 to 0.3"})
+    clip_eps_high: float = field(default=0.0, metadata={"help": "upper clip range (DAPO's clip-higher, 0.28); 0: = clip_eps"})
+    beta: float = field(default=0.04, metadata={"help": "weight of the k3 KL to pi_ref per token; 0 to 0.1"})
+    scale: bool = field(default=True, metadata={"help": "divide advantages by the group's std (DeepSeekMath); off: Dr. GRPO"})
+    leave_one_out: bool = field(default=False, metadata={"help": "baseline = mean of the other G - 1 answers (RLOO)"})
+    aggregation: str = field(default="grpo", metadata={"help": "token loss reduction: grpo, dapo or dr_grpo"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "global gradient-norm clip; 0: none"})
+    eval_every: int = field(default=50, metadata={"help": "iterations between held-out evaluations (not timed)"})
+    eval_prompts: int = field(default=0, metadata={"help": "held-out prompts of the final accuracies (0: all 2000)"})
+    eval_samples: int = field(default=4, metadata={"help": "answers sampled per held-out prompt for sampled accuracy"})
+    probe_prompts: int = field(default=500, metadata={"help": "held-out prompts of the periodic evaluations"})
+    num_threads: int = field(default=1, metadata={"help": "torch.set_num_threads; 1 is fastest for this tiny model"})
+    progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+
+    def __post_init__(self):
+        check_fields(self, "grpo.Config", at_least_one=("sft_steps", "iterations", "prompts_per_iteration", "inner_steps",
+                                                          "eval_every", "eval_samples", "probe_prompts", "num_threads"),
+                     non_negative=("seed", "eval_prompts", "beta", "clip_eps_high", "max_grad_norm"),
+                     positive=("learning_rate", "clip_eps", "temperature"))
+        if self.group_size < 2:
+            raise ValueError(f"grpo.Config: group_size must be >= 2 (a group is its own baseline), got {self.group_size}")
+        if self.aggregation not in AGGREGATION_MODES:
+            raise ValueError(f"grpo.Config: aggregation must be one of {', '.join(AGGREGATION_MODES)}, got {self.aggregation!r}")
+
+
+# ---- the two formulas of one step ----------------------------------------------------------------------
+
+
+def advantages_of(rollout: Rollout, scale: bool = True, leave_one_out: bool = False) -> torch.Tensor:
+    """Group-relative advantage of each answer, one per row -> (M,).
+
+    The (M,) rewards are viewed as (B, G), one row a prompt, and ``advantages.group_relative`` compares
+    each answer with its own group; a group of equal rewards gives exactly 0.
+    """
+    return group_relative(rollout.grouped_rewards, scale=scale, leave_one_out=leave_one_out).reshape(-1)  # (B, G) -> (M,)
+
+
+def grpo_loss(logp, rollout: Rollout, advantages, config: Config) -> tuple[torch.Tensor, dict]:
+    """GRPO's loss of one inner step (to minimise) and its parts -> (scalar, logs).
+
+    logp: (M, L - 1) per-token log-probs of the rollout's tokens under the policy being trained (with
+    gradient). advantages: (M,), one per answer, broadcast to its tokens. The per-token loss is the
+    clipped surrogate plus beta * k3(pi, pi_ref); ``objectives.aggregate`` reduces it over the mask.
+    """
+    eps_high = config.clip_eps_high or None
+    surrogate = clipped_surrogate(logp, rollout.old_logp, advantages[:, None], config.clip_eps, eps_high)  # (M, L - 1)
+    kl = kl_estimate(logp, rollout.ref_logp, "k3")  # (M, L - 1), >= 0
+    per_token = surrogate + config.beta * kl
+    max_len = rollout.completions.shape[-1]  # N, the generation budget (Dr. GRPO's constant)
+    loss = aggregate(per_token, rollout.mask, config.aggregation, max_len=max_len)
+    with torch.no_grad():
+        mask = rollout.mask
+        logs = {
+            "surrogate": aggregate(surrogate, mask, config.aggregation, max_len=max_len).item(),
+            "kl": (kl[mask].mean()).item(),  # per-token k3 estimate of KL(pi || pi_ref) on the batch
+            "clip_fraction": clip_fraction(logp[mask], rollout.old_logp[mask], config.clip_eps, eps_high).item(),
+        }
+    return loss, logs
+
+
+# ---- the training loop ----------------------------------------------------------------------------
+
+
+def train(config: Config | None = None, progress=None, *, ref_model=None, task: AdditionTask | None = None) -> dict:
+    """GRPO from the SFT model `ref_model` (kept frozen as pi_ref) -> history, the policy under "policy".
+
+    ref_model: when None, an SFT model is trained first (``sft.reference_model``; history["sft"]).
+    History, per iteration: ``reward`` (mean reward of the rollout), ``zero_variance_share`` (groups
+    whose G rewards are all equal), ``length`` (mean completion tokens, EOS included), ``loss``,
+    ``surrogate``, ``kl`` (per-token k3 KL to pi_ref on the batch), ``clip_fraction`` (last inner step);
+    per evaluation (every ``eval_every`` iterations, on ``probe_prompts`` held-out prompts, not timed):
+    ``eval_iteration``, ``eval_seconds`` (training seconds so far), ``greedy_accuracy_probe``,
+    ``sampled_accuracy_probe``, ``kl_probe`` (KL(pi || pi_ref) per answer, exact per token,
+    ``rollout.kl_to_reference``). Once: ``before``, ``after`` (held-out greedy and sampled accuracy
+    of pi_ref and of the policy), ``seconds`` (training time), ``policy``.
+    """
+    # seed
+    config = config or Config()
+    task = task or AdditionTask()
+    torch.set_num_threads(config.num_threads)
+    ref_model, history = sft.reference_model(ref_model, config, task, progress)
+    generator = seed_everything(config.seed)
+    eval_gen = torch.Generator().manual_seed(config.seed + 1)
+
+    # prompts: training split for rollouts, held-out split for evaluation
+    train_pairs = task.split("train")
+    heldout = subset_pairs(task.split("heldout"), config.eval_prompts, seed=0)
+    probe = subset_pairs(heldout, config.probe_prompts, seed=1)
+
+    # models and optimizer: pi_ref frozen, the policy a trainable copy of it
+    ref = copy.deepcopy(ref_model).eval().requires_grad_(False)
+    policy = copy.deepcopy(ref_model).train().requires_grad_(True)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
+
+    # storage
+    for key in ("reward", "zero_variance_share", "length", "loss", "surrogate", "kl", "clip_fraction", "eval_iteration",
+                "eval_seconds", "greedy_accuracy_probe", "sampled_accuracy_probe", "kl_probe"):
+        history[key] = []
+    _evaluate(history, policy, ref, task, probe, eval_gen, 0, 0.0, progress)
+
+    seconds = 0.0
+    for iteration in tqdm(range(1, config.iterations + 1), desc="GRPO", disable=not config.progress_bar):
+        tick = time.perf_counter()
+
+        # rollout: G answers for each of B prompts from pi_old (the policy as it is now), no gradient
+        rows = torch.randint(len(train_pairs), (config.prompts_per_iteration,), generator=generator)
+        rollout = collect(policy, ref, task, train_pairs[rows], config.group_size, generator, config.temperature)
+
+        # advantages: each answer against its own group, no critic
+        advantages = advantages_of(rollout, config.scale, config.leave_one_out)  # (M,)
+
+        # inner steps on the same rollout: the ratio pi / pi_old leaves 1 after the first
+        for _ in range(config.inner_steps):
+            logp = sequence_logprobs(policy, rollout.tokens, rollout.completion_mask)["per_token"]  # (M, L - 1)
+            loss, logs = grpo_loss(logp, rollout, advantages, config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+
+        # diagnostics
+        seconds += time.perf_counter() - tick
+        grouped = rollout.grouped_rewards
+        history["reward"].append(rollout.rewards.mean().item())
+        history["zero_variance_share"].append((grouped == grouped[:, :1]).all(-1).float().mean().item())
+        history["length"].append(rollout.lengths.float().mean().item())
+        history["loss"].append(loss.item())
+        for key, value in logs.items():
+            history[key].append(value)
+
+        # evaluation, not timed
+        if iteration % config.eval_every == 0 or iteration == config.iterations:
+            _evaluate(history, policy, ref, task, probe, eval_gen, iteration, seconds, progress)
+
+    policy.eval()
+    history["before"] = sft.final_evaluation(ref, task, torch.Generator().manual_seed(config.seed + 2),
+                                             config.eval_samples, heldout)
+    history["after"] = sft.final_evaluation(policy, task, eval_gen, config.eval_samples, heldout)
+    history["seconds"] = seconds
+    history["policy"] = policy
+    return history
+
+
+def _evaluate(history, policy, ref, task, probe, generator, iteration, seconds, progress):
+    """Held-out greedy and sampled accuracy and KL to pi_ref on the probe prompts, appended to history."""
+    record = {
+        "eval_iteration": iteration,
+        "eval_seconds": seconds,
+        "greedy_accuracy_probe": evaluate(policy, task, probe, temperature=0.0),
+        "sampled_accuracy_probe": evaluate(policy, task, probe, 1.0, generator, samples_per_prompt=2),
+        "kl_probe": kl_to_reference(policy, ref, task, probe, generator),
+    }
+    for key, value in record.items():
+        history[key].append(value)
+    if progress is not None:
+        progress({"stage": "grpo", **record})
