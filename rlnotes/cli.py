@@ -5,6 +5,7 @@
     rlnotes bench --seeds 5                            side by side with Stable-Baselines3 (bench extra)
     rlnotes lm sft --seed 1                            the tiny GPT's SFT on the noisy teacher (chapter 06)
     rlnotes lm dpo --seed 1                            SFT, then DPO (or --loss-type ipo|hinge|robust|kto)
+    rlnotes lm grpo --seed 1                           SFT, then GRPO on the verifiable reward (chapter 07)
 
 Each trainable algorithm is a module `rlnotes.algos.<name>` with a `Config` dataclass (each field
 carries its help text in `metadata["help"]`) and `train(config, progress=None) -> history`. The
@@ -54,7 +55,11 @@ ALGORITHMS = {
 LM_COMMANDS = {
     "sft": "rlnotes.lm.sft",
     "dpo": "rlnotes.lm.dpo",
+    "grpo": "rlnotes.lm.grpo",
 }
+
+
+MAX_LIST = 100  # longer lists of a history are left out of the final JSON line
 
 
 def _run_lm(name: str, config) -> None:
@@ -64,10 +69,10 @@ def _run_lm(name: str, config) -> None:
     if name == "sft":
         _, history = module.train(config, progress=progress)
         history["final_loss"] = history["loss"][-1]
-        history = {k: v for k, v in history.items() if k not in ("step", "loss")}  # per-step lists: too long for a line
     else:
-        _, _, sft_history, history = module.run(config, progress=progress)
-        history["sft"] = {k: sft_history[k] for k in ("greedy_accuracy", "sampled_accuracy", "seconds")}
+        history = module.train(config, progress=progress)
+    # per-step and per-iteration lists are too long for one line; the periodic evaluations stay
+    history = {k: v for k, v in history.items() if not (isinstance(v, list) and len(v) > MAX_LIST)}
     _print_json({"event": "final", "command": f"lm {name}", "config": dataclasses.asdict(config), **history})
 
 
@@ -145,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in _available_algorithms().items():
         sub = algos.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
         _add_config_options(sub, module.Config)
-    lm = commands.add_parser("lm", help="the tiny language-model lab: SFT and DPO on 2-digit addition, JSON output")
+    lm = commands.add_parser("lm", help="the tiny language-model lab: SFT, DPO, GRPO on 2-digit addition, JSON output")
     lm_commands = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND")
     for name, module_name in LM_COMMANDS.items():
         module = importlib.import_module(module_name)

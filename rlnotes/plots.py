@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.patches import Polygon, Rectangle
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Polygon, Rectangle
 
 from rlnotes.envs import ACTION_ARROWS, ACTIONS, TabularMDP
 
-__all__ = ["draw_gridworld", "draw_q_table", "learning_curve"]
+__all__ = ["draw_gridworld", "draw_q_table", "learning_curve", "flow_diagram"]
 
 
 def _new_ax(ax, size=(4.5, 3.5)):
@@ -102,4 +102,34 @@ def learning_curve(x, ys, ax=None, label=None, xlabel="step", ylabel="return", b
     ax.set_ylabel(ylabel)
     if label or baseline_label:
         ax.legend()
+    return ax
+
+
+def flow_diagram(boxes: dict, arrows, ax=None, title=None):
+    """Boxes joined by arrows: the pipelines of chapters 07 (PPO vs GRPO) and 08 (RLHF's three stages).
+
+    boxes: {name: (x, y, text, color)} with centres in data units of a [0, 10] x [0, 4] canvas;
+    arrows: (from_name, to_name) or (from_name, to_name, label). A box whose color is None is drawn
+    dashed (a part that the method does NOT have). Raises KeyError naming an arrow's unknown box.
+    """
+    ax = _new_ax(ax, size=(10, 3.6))
+    width, height = 1.55, 0.75
+    for name, (x, y, text, color) in boxes.items():
+        ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.05",
+                                    facecolor=color or "white", edgecolor="0.3", linestyle="-" if color else "--"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
+    for arrow in arrows:
+        start, end, label = (*arrow, None) if len(arrow) == 2 else arrow
+        for name in (start, end):
+            if name not in boxes:
+                raise KeyError(f"flow_diagram: arrow names unknown box {name!r}")
+        (x0, y0), (x1, y1) = boxes[start][:2], boxes[end][:2]
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, color="0.25",
+                                     shrinkA=28, shrinkB=28))
+        if label:
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, label, ha="center", fontsize=7.5, color="0.2")
+    ax.set(xlim=(0, 10), ylim=(0, 4))
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
     return ax

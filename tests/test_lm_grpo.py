@@ -166,3 +166,22 @@ def test_grpo_raises_heldout_sampled_accuracy_over_the_sft_model(sft_model):
 
 
 GRPO_MARGIN = 0.05  # placeholder until measured
+
+
+def test_cli_lm_grpo_prints_the_common_json_format():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "rlnotes"
+    out = subprocess.run([str(script), "lm", "grpo", "--seed", "2", "--sft-steps", "20", "--iterations", "4", "--eval-every", "2",
+                          "--eval-prompts", "100", "--probe-prompts", "50", "--group-size", "4", "--no-progress-bar"],
+                         capture_output=True, text=True, check=True).stdout
+    lines = [json.loads(line) for line in out.splitlines()]
+    final = lines[-1]
+    assert final["event"] == "final" and final["command"] == "lm grpo" and final["config"]["group_size"] == 4
+    assert set(final["before"]) == set(final["after"]) == {"greedy_accuracy", "sampled_accuracy"}
+    assert final["seconds"] > 0 and final["eval_iteration"] == [0, 2, 4] and len(final["reward"]) == 4
+    assert set(final["sft"]) == {"greedy_accuracy", "sampled_accuracy", "seconds"}
+    assert [line["stage"] for line in lines[:-1]].count("grpo") == 3
