@@ -20,6 +20,20 @@ from . import _checks
 
 __all__ = ["discounted_returns", "td_target", "gae", "normalize", "group_relative"]
 
+# A std of at most ROUNDING_SPREAD * eps(dtype) * max|x| is rounding noise, not spread: equal values whose
+# float mean is off by an ulp have a std of up to ~3.5 eps * max|x| (measured, float32 and float64).
+ROUNDING_SPREAD = 16
+
+
+def no_spread(std, x, dim=None):
+    """True where `std` is at the rounding level of `x`'s magnitude: the values are equal up to rounding.
+
+    `std` is ``x.std()`` (dim=None, a 0-d tensor) or ``x.std(dim, keepdim=True)``; returns a bool tensor of
+    `std`'s shape. NaN never counts as "no spread". Used wherever the package divides by a std.
+    """
+    size = x.abs().amax() if dim is None else x.abs().amax(dim=dim, keepdim=True)
+    return std <= ROUNDING_SPREAD * torch.finfo(x.dtype).eps * size
+
 
 def td_target(rewards, next_values, terminated, gamma):
     """One-step TD target: ``r + gamma * (1 - terminated) * V(s')``.
@@ -34,13 +48,19 @@ def td_target(rewards, next_values, terminated, gamma):
         terminated: same shape, bool or float; 1 where s_{t+1} is terminal (never pass `truncated` here).
         gamma: discount in [0, 1].
 
+    Numerical safety: the cut is a selection, not a product with 0, so a NaN or inf next value beyond a
+    termination (or with gamma = 0) does not leak into the target (``0 * nan`` would be NaN).
+
     Returns:
         targets: same shape as `rewards`.
     """
     gamma = _checks.in_unit_interval("td_target", "gamma", gamma)
     _checks.same_shape("td_target", rewards=rewards, next_values=next_values, terminated=terminated)
-    not_terminal = 1.0 - _checks.as_float("td_target", "terminated", terminated, rewards)
-    return rewards + gamma * not_terminal * next_values
+    cut = _checks.as_float("td_target", "terminated", terminated, rewards).bool()
+    if gamma == 0.0:
+        cut = torch.ones_like(cut)  # nothing of the next value counts
+    bootstrap = torch.where(cut, torch.zeros_like(next_values), next_values)
+    return rewards + gamma * bootstrap
 
 
 def discounted_returns(rewards, gamma, terminated=None, last_value=0.0):
@@ -56,6 +76,9 @@ def discounted_returns(rewards, gamma, terminated=None, last_value=0.0):
         terminated: optional, same shape as `rewards`, bool or float; 1 where the episode ended at step t.
         last_value: float, or tensor (N,) (anything that broadcasts to one step of `rewards`);
             the bootstrap G_T, e.g. V(s_T) when the rollout stops in the middle of an episode.
+
+    Numerical safety: each step is a `td_target`, so a NaN or inf return (or `last_value`) beyond a
+    termination is cut, not multiplied by 0.
 
     Returns:
         returns: same shape as `rewards`.
@@ -105,6 +128,9 @@ def gae(rewards, values, next_values, terminated, truncated, gamma, lam):
         gamma: discount in [0, 1].
         lam: GAE lambda in [0, 1].
 
+    Numerical safety: the bootstrap and the recursion are cut by selection, not by a product with 0, so
+    a NaN or inf value or reward beyond the end of an episode (or with gamma * lam = 0) does not leak.
+
     Returns:
         (advantages, returns): both of `rewards`' shape; ``returns = advantages + values`` is the
         critic's regression target (the lambda-return).
@@ -116,15 +142,17 @@ def gae(rewards, values, next_values, terminated, truncated, gamma, lam):
     )
     if rewards.dim() == 0:
         raise ValueError("gae: rewards must be (T,) or (T, N), got ()")
-    terminated = _checks.as_float("gae", "terminated", terminated, rewards)
-    truncated = _checks.as_float("gae", "truncated", truncated, rewards)
-    episode_ended = torch.maximum(terminated, truncated)  # terminated | truncated
+    terminated = _checks.as_float("gae", "terminated", terminated, rewards).bool()
+    truncated = _checks.as_float("gae", "truncated", truncated, rewards).bool()
+    episode_ended = terminated | truncated
 
     deltas = td_target(rewards, next_values, terminated, gamma) - values  # (T, N): the TD errors
+    decay = gamma * lam
     advantages = []
     A = torch.zeros_like(deltas[0])  # A_T = 0: nothing is known beyond the rollout except next_values
     for t in reversed(range(rewards.shape[0])):
-        A = deltas[t] + gamma * lam * (1.0 - episode_ended[t]) * A
+        cut = episode_ended[t] if decay > 0.0 else torch.ones_like(episode_ended[t])
+        A = deltas[t] + decay * torch.where(cut, torch.zeros_like(A), A)  # A_{t+1} of another episode: dropped
         advantages.append(A)
     advantages = torch.stack(advantages[::-1])  # T x (N,) -> (T, N)
     return advantages, advantages + values
@@ -142,6 +170,10 @@ def normalize(x, eps=1e-8):
     as a baseline it adds a bias of order 1/batch size; practice accepts it.) ``eps`` keeps a
     constant batch from dividing by zero.
 
+    Numerical safety: a constant batch gives exactly 0. Its float mean can be off by an ulp, and that
+    residue divided by a std of the same size would be about +-0.7 everywhere; so a std at rounding
+    level (`no_spread`: <= 16 eps * max|x|) counts as no spread at all. Other batches are unchanged.
+
     Args:
         x: any shape with at least 2 elements.
         eps: > 0.
@@ -154,7 +186,9 @@ def normalize(x, eps=1e-8):
         raise ValueError(
             f"normalize: x needs at least 2 elements for an unbiased std, got shape {_checks.shape_str(x)}"
         )
-    return (x - x.mean()) / (x.std() + eps)
+    centred = x - x.mean()
+    std = x.std()
+    return torch.where(no_spread(std, x), torch.zeros_like(centred), centred / (std + eps))
 
 
 def group_relative(rewards, eps=1e-4, scale=True, leave_one_out=False):
@@ -172,6 +206,10 @@ def group_relative(rewards, eps=1e-4, scale=True, leave_one_out=False):
     over-weights groups that are nearly all right or all wrong. The std is the unbiased one, as
     ``rewards.view(-1, G).std(dim=1)`` in TRL's GRPOTrainer, where advantages are then
     ``(r - mean) / (std + 1e-4)``.
+
+    Numerical safety: a group whose rewards are equal up to rounding (its std at most 16 eps * max|r|,
+    see `no_spread`) gets exactly 0, in every mode, instead of its mean's rounding residue (divided by
+    a tiny std when `scale`). Other groups are unchanged.
 
     Args:
         rewards: (..., G); groups on the last dim, e.g. (B, G) for B prompts.
@@ -196,6 +234,7 @@ def group_relative(rewards, eps=1e-4, scale=True, leave_one_out=False):
     else:
         baseline = total / G  # (..., 1): group mean
     advantages = rewards - baseline
+    std = rewards.std(dim=-1, keepdim=True)  # (..., 1)
     if scale:
-        advantages = advantages / (rewards.std(dim=-1, keepdim=True) + eps)
-    return advantages
+        advantages = advantages / (std + eps)
+    return torch.where(no_spread(std, rewards, dim=-1), torch.zeros_like(advantages), advantages)

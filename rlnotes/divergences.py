@@ -21,8 +21,11 @@ def kl_categorical(logits_p, logits_q):
 
     Introduced in ``04_trpo``. Intuition: the expected extra surprise of coding samples of p with q:
     ``sum_x p(x) * (log p(x) - log q(x))``. Computed with ``log_softmax``, so that logits of +-1e4 give
-    finite results (softmax then log would give log 0 = -inf). Mask categories with a large negative
-    logit such as -1e4 rather than -inf: ``0 * inf`` is NaN.
+    finite results (softmax then log would give log 0 = -inf).
+
+    Numerical safety: a category with p(x) = 0 (a -inf logit of p, e.g. a masked action) adds exactly 0,
+    whatever q says there, as ``torch.distributions.kl_divergence`` (no ``0 * inf = NaN``, and no NaN
+    in the gradient); a category where q is 0 but p is not gives +inf, the true value.
 
     Args:
         logits_p: (..., V); unnormalized log-probabilities of p.
@@ -34,7 +37,9 @@ def kl_categorical(logits_p, logits_q):
     _checks.broadcastable("kl_categorical", logits_p=logits_p, logits_q=logits_q)
     logp = torch.log_softmax(logits_p, dim=-1)
     logq = torch.log_softmax(logits_q, dim=-1)
-    return (logp.exp() * (logp - logq)).sum(-1)
+    p = logp.exp()
+    log_ratio = torch.where(p > 0, logp - logq, torch.zeros_like(logp))  # 0 where p = 0: no -inf, no NaN to weigh
+    return (p * log_ratio).sum(-1)
 
 
 def kl_gaussian(mean_p, std_p, mean_q, std_q):
@@ -47,6 +52,11 @@ def kl_gaussian(mean_p, std_p, mean_q, std_q):
     Intuition: a mismatch of means costs its squared distance measured in units of q's std; a
     mismatch of widths costs even with equal means.
 
+    Numerical safety: the width terms are computed together as ``(expm1(u) - u) / 2`` with
+    ``u = 2 log(std_p / std_q)``, which is exact near u = 0, instead of as a difference of O(1) terms
+    whose rounding made the KL of nearly equal stds negative (-6e-8 in float32 for stds 1e-4 apart);
+    the result is >= 0, and exactly 0 for equal inputs.
+
     Args:
         mean_p, std_p: (..., D); p's mean and standard deviation (> 0).
         mean_q, std_q: (..., D); q's; all four broadcast together.
@@ -58,9 +68,9 @@ def kl_gaussian(mean_p, std_p, mean_q, std_q):
     for name, std in (("std_p", std_p), ("std_q", std_q)):
         if not bool((std > 0).all()):
             raise ValueError(f"kl_gaussian: {name} must be > 0 everywhere, got min {float(std.min())}")
-    per_dim = (
-        torch.log(std_q) - torch.log(std_p) + (std_p**2 + (mean_p - mean_q) ** 2) / (2 * std_q**2) - 0.5
-    )
+    u = 2.0 * (torch.log(std_p) - torch.log(std_q))  # log(std_p^2 / std_q^2), without over/underflow of the ratio
+    width = 0.5 * (torch.expm1(u) - u).clamp(min=0.0)  # = log(std_q / std_p) + std_p^2 / (2 std_q^2) - 1/2 >= 0
+    per_dim = width + (mean_p - mean_q) ** 2 / (2 * std_q**2)
     return per_dim.sum(-1)
 
 
@@ -81,6 +91,11 @@ def kl_estimate(logp, logq, kind="k3"):
     k3 uses ``expm1`` for r - 1, exact near r = 1. It can be +inf when log r is huge (q puts far more
     mass on x than p, e.g. log r > 709 in float64, > 88 in float32); it is never NaN and never negative.
 
+    Numerical safety: a sample with log p = log q = -inf (a masked entry, impossible under both) has
+    log r = 0, so all three estimates are 0 there instead of NaN; an infinite log r (one of the two is
+    -inf) gives k2 = k3 = +inf (not ``inf - inf = NaN``). Neither case puts NaN into the gradient of
+    the other entries, so such an entry can be masked out afterwards.
+
     Args:
         logp: any shape; log p(x) of samples drawn from p (e.g. the policy's token log-probs).
         logq: same shape; log q(x) of the same samples (e.g. the reference model's).
@@ -91,13 +106,17 @@ def kl_estimate(logp, logq, kind="k3"):
     """
     _checks.one_of("kl_estimate", "kind", kind, KL_ESTIMATORS)
     _checks.same_shape("kl_estimate", logp=logp, logq=logq)
-    log_r = logq - logp
+    both_impossible = torch.isneginf(logp) & torch.isneginf(logq)  # -inf - (-inf) would be NaN
+    log_r = torch.where(both_impossible, torch.zeros_like(logp), logq - logp)
     if kind == "k1":
         return -log_r
+    infinite = torch.isinf(log_r)  # k2 = k3 = +inf there; computed on 0 instead, so no inf - inf or 0 * inf
+    safe = torch.where(infinite, torch.zeros_like(log_r), log_r)
     if kind == "k2":
-        return 0.5 * log_r**2
-    # expm1(x) >= x holds exactly, but a last-bit rounding of expm1 could still dip below 0
-    return (torch.expm1(log_r) - log_r).clamp(min=0.0)
+        estimate = 0.5 * safe**2
+    else:  # expm1(x) >= x holds exactly, but a last-bit rounding of expm1 could still dip below 0
+        estimate = (torch.expm1(safe) - safe).clamp(min=0.0)
+    return torch.where(infinite, torch.full_like(estimate, float("inf")), estimate)
 
 
 class AdaptiveKL:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from . import _checks
+from .advantages import no_spread
 
 __all__ = [
     "pg_loss", "probability_ratio", "surrogate_loss", "clipped_surrogate", "value_loss", "aggregate",
@@ -49,6 +50,10 @@ def probability_ratio(logp, old_logp):
     become since the data was collected; r = 1 at the old parameters. The log-ratio is capped at
     ``MAX_LOG_RATIO`` so that exp() stays finite. The old policy is data: its log-probs get no gradient.
 
+    Numerical safety: where both log-probs are -inf (a masked entry, impossible under both policies) the
+    ratio is 1, not ``exp(-inf + inf) = NaN``, so masking the loss there afterwards leaves no NaN in the
+    loss or its gradient.
+
     Args:
         logp: any shape; log-probs under the current policy, with gradient.
         old_logp: same shape; log-probs under the policy that sampled the data.
@@ -57,7 +62,10 @@ def probability_ratio(logp, old_logp):
         ratios, shape of `logp`.
     """
     _checks.same_shape("probability_ratio", logp=logp, old_logp=old_logp)
-    return torch.exp((logp - old_logp.detach()).clamp(max=MAX_LOG_RATIO))
+    old_logp = old_logp.detach()
+    both_impossible = torch.isneginf(logp) & torch.isneginf(old_logp)
+    log_ratio = torch.where(both_impossible, torch.zeros_like(logp), logp - old_logp)
+    return torch.exp(log_ratio.clamp(max=MAX_LOG_RATIO))
 
 
 def surrogate_loss(logp, old_logp, advantages):
@@ -173,6 +181,10 @@ def aggregate(per_token_loss, mask, mode="grpo", max_len=None):
     tokens in the whole (gradient-accumulated, multi-process) batch; for one batch it equals TRL's
     ``"bnpo"`` and this ``"dapo"``.
 
+    Numerical safety: masked tokens are dropped by selection (``torch.where``), not multiplied by 0, so
+    a NaN or inf loss at padding does not leak into the result (``0 * nan`` would be NaN), nor into the
+    gradient that flows back through this function.
+
     Args:
         per_token_loss: (B, L), or (..., L); e.g. `clipped_surrogate` on per-token log-probs.
         mask: same shape, bool or float; 1 for completion tokens that count.
@@ -190,7 +202,7 @@ def aggregate(per_token_loss, mask, mode="grpo", max_len=None):
     # Checked against huggingface/trl, trl/trainer/grpo_trainer.py (_compute_loss, loss_type grpo / bnpo /
     # dr_grpo / dapo): same numerators, same clamp(min=1) token counts.
     mask = _checks.as_float("aggregate", "mask", mask, per_token_loss)
-    masked = per_token_loss * mask  # (B, L), zeros at padding
+    masked = torch.where(mask.bool(), per_token_loss, torch.zeros_like(per_token_loss))  # (B, L), zeros at padding
     if mode == "grpo":
         per_sequence = masked.sum(-1) / mask.sum(-1).clamp(min=1.0)  # (B, L) -> (B,)
         return per_sequence.mean()
@@ -254,6 +266,10 @@ def explained_variance(values, returns):
     1 is a perfect critic, 0 is no better than predicting the mean, negative is worse than that.
     When the returns are all equal the ratio is undefined and the result is NaN (as in SB3).
 
+    Numerical safety: "all equal" includes equal up to rounding (a std at most 16 eps * max|returns|,
+    `advantages.no_spread`): float32 returns all 0.35 have a tiny nonzero variance, not 0, and dividing
+    by it gave numbers like -1.7e15 instead of NaN.
+
     Args:
         values: (B,); the critic's predictions V(s).
         returns: (B,); the regression targets.
@@ -263,6 +279,6 @@ def explained_variance(values, returns):
         raise ValueError(f"explained_variance: needs at least 2 samples, got values {_checks.shape_str(values)}")
     with torch.no_grad():
         var_returns = returns.var()
-        if var_returns == 0:
+        if bool(no_spread(var_returns.sqrt(), returns)):
             return torch.full((), float("nan"), dtype=returns.dtype)
         return 1.0 - (returns - values).var() / var_returns

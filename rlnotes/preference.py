@@ -59,6 +59,11 @@ def reward_model_loss(r_chosen, r_rejected, margin=0.0):
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
 
 
+def _weighted(term, weight):
+    """``weight * term``, or exact zeros when the weight is 0 (``0 * inf`` would be NaN)."""
+    return weight * term if weight != 0 else torch.zeros_like(term)
+
+
 def dpo_loss(
     policy_chosen,
     policy_rejected,
@@ -85,6 +90,10 @@ def dpo_loss(
     `label_smoothing` (ls) is used by sigmoid and robust only; hinge and ipo ignore it, as in TRL.
     Note: TRL's DPOTrainer feeds IPO the length-AVERAGED log-probs (``logps / num_tokens``); pass
     averaged log-probs here to reproduce its IPO, summed ones for the paper's.
+
+    Numerical safety: a term whose weight is 0 (``ls`` or ``1 - ls``) is left out, not multiplied by 0:
+    a pair with infinite logits (an answer of probability 0 under a model, log-prob -inf) then gets its
+    true loss (0 or +inf) instead of ``0 * inf = NaN``.
 
     Args:
         policy_chosen, policy_rejected: (B,) sequence log-probs under the policy (with gradient).
@@ -116,14 +125,16 @@ def dpo_loss(
     # Checked against huggingface/trl, trl/trainer/dpo_trainer.py (DPOTrainer.dpo_loss): same logits, the
     # same four formulas, rewards beta * (policy - ref).detach(); IPO's length averaging happens upstream there.
     logits = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)  # (B,)
+    if loss_type in ("sigmoid", "robust"):
+        nll_as_labelled, nll_flipped = -F.logsigmoid(beta * logits), -F.logsigmoid(-beta * logits)  # (B,) each
     if loss_type == "sigmoid":
-        losses = -F.logsigmoid(beta * logits) * (1 - ls) - F.logsigmoid(-beta * logits) * ls
+        losses = _weighted(nll_as_labelled, 1 - ls) + _weighted(nll_flipped, ls)
     elif loss_type == "hinge":
         losses = torch.relu(1 - beta * logits)
     elif loss_type == "ipo":
         losses = (logits - 1 / (2 * beta)) ** 2
     else:  # robust
-        losses = (-F.logsigmoid(beta * logits) * (1 - ls) + F.logsigmoid(-beta * logits) * ls) / (1 - 2 * ls)
+        losses = (_weighted(nll_as_labelled, 1 - ls) - _weighted(nll_flipped, ls)) / (1 - 2 * ls)
     chosen_rewards = beta * (policy_chosen - ref_chosen).detach()
     rejected_rewards = beta * (policy_rejected - ref_rejected).detach()
     return losses, chosen_rewards, rejected_rewards

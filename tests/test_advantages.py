@@ -212,6 +212,86 @@ def test_group_relative_zero_variance_group_gives_zeros(leave_one_out):
     assert (out[2].abs() > 0.5).all()
 
 
+# ---------------------------------------------------------------- numerical safety
+# Inputs from bug reports (TRL, SB3, verl, OpenRLHF): what lies beyond a termination must not leak in
+# through 0 * nan, and equal values must give exactly 0, not a rounding residue divided by a tiny std.
+
+NAN, INF = float("nan"), float("inf")
+
+
+def test_td_target_nan_next_value_is_cut_by_the_termination():
+    out = td_target(torch.tensor([1.0]), torch.tensor([NAN]), torch.tensor([1.0]), 0.9)
+    assert out.tolist() == [1.0]
+    out = td_target(torch.tensor([1.0, 2.0]), torch.tensor([INF, -INF]), torch.tensor([True, True]), 0.9)
+    assert out.tolist() == [1.0, 2.0]
+    # gamma = 0: the next value has no weight at all
+    assert td_target(torch.tensor([1.0]), torch.tensor([NAN]), torch.tensor([0.0]), 0.0).tolist() == [1.0]
+
+
+def test_gae_nan_beyond_a_termination_does_not_leak():
+    # gae(rewards, values, next_values, terminated, truncated, gamma, lam): step 1 is another episode
+    adv, ret = gae(torch.tensor([1.0, NAN]), torch.zeros(2), torch.zeros(2), torch.tensor([1.0, 0.0]),
+                   torch.zeros(2), 0.9, 0.9)
+    assert adv[0].item() == 1.0 and ret[0].item() == 1.0
+    rewards, zeros = torch.tensor([1.0, NAN]), torch.zeros(2)
+    # NaN / inf value of a terminal next state, and a NaN episode after a truncation
+    adv, _ = gae(rewards, zeros, torch.tensor([INF, 0.0]), torch.tensor([1.0, 0.0]), zeros, 0.9, 0.9)
+    assert adv[0].item() == 1.0
+    adv, _ = gae(rewards, zeros, torch.tensor([2.0, 0.0]), zeros, torch.tensor([1.0, 0.0]), 0.9, 0.9)
+    assert adv[0].item() == pytest.approx(1.0 + 0.9 * 2.0)
+    # lam = 0: A_t is the TD error, whatever comes after it
+    adv, _ = gae(rewards, zeros, torch.full((2,), 2.0), zeros, zeros, 0.9, 0.0)
+    assert adv[0].item() == pytest.approx(1.0 + 0.9 * 2.0)
+
+
+def test_discounted_returns_nan_and_inf_beyond_a_termination_and_nan_last_value():
+    terminated = torch.tensor([0.0, 1.0, 0.0])
+    for bad in (NAN, INF, -INF):
+        out = discounted_returns(torch.tensor([1.0, 2.0, bad]), 0.9, terminated)
+        assert out[:2].tolist() == pytest.approx([1.0 + 0.9 * 2.0, 2.0])
+    # the last step is terminated: the bootstrap last_value is never used, even if NaN
+    out = discounted_returns(torch.tensor([1.0, 2.0]), 0.9, torch.tensor([0.0, 1.0]), last_value=NAN)
+    assert out.tolist() == pytest.approx([1.0 + 0.9 * 2.0, 2.0])
+    out = discounted_returns(torch.ones(2, 2), 0.5, torch.tensor([[0.0, 0.0], [1.0, 0.0]]),
+                             last_value=torch.tensor([NAN, 4.0]))  # env 0 ended: its NaN bootstrap is cut
+    assert out.tolist() == [[1.5, 2.5], [1.0, 3.0]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_normalize_constant_batch_is_exactly_zero_not_a_rounding_residue(dtype):
+    # float32: the mean of seven 0.35 is off by an ulp, and (x - mean) / (std + 1e-8) gave 0.7064 everywhere
+    x = torch.full((7,), 0.35, dtype=dtype)
+    assert torch.equal(normalize(x), torch.zeros(7, dtype=dtype))
+    for c in (0.1, 0.7, -3.3, 1e6, 1e-6):
+        assert torch.equal(normalize(torch.full((33,), c, dtype=dtype)), torch.zeros(33, dtype=dtype))
+    # equal up to rounding (0.1 + 0.2 vs 0.3: one ulp apart) is no spread either
+    y = torch.tensor([0.3] * 5, dtype=dtype)
+    y[2] = torch.nextafter(y[2], torch.tensor(1.0, dtype=dtype))
+    assert torch.equal(normalize(y), torch.zeros(5, dtype=dtype))
+
+
+def test_normalize_small_but_real_spread_is_unchanged():
+    x = 0.35 + 1e-4 * torch.tensor([-1.0, 0.0, 1.0, 2.0], dtype=torch.float32)  # ~1000 ulps of spread
+    assert torch.equal(normalize(x), (x - x.mean()) / (x.std() + 1e-8))
+    assert normalize(x).std().item() == pytest.approx(1.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("scale", [True, False])
+@pytest.mark.parametrize("leave_one_out", [False, True])
+def test_group_relative_equal_rewards_give_exactly_zero(dtype, scale, leave_one_out):
+    for shape in ((2, 8), (3, 7), (4, 3)):
+        rewards = torch.full(shape, 0.35, dtype=dtype)
+        out = group_relative(rewards, scale=scale, leave_one_out=leave_one_out)
+        assert torch.equal(out, torch.zeros(shape, dtype=dtype)), shape
+    # a constant group next to a real one: the real one is computed as before
+    rewards = torch.tensor([[0.35] * 4, [0.0, 1.0, 0.0, 1.0]], dtype=dtype)
+    out = group_relative(rewards, scale=scale, leave_one_out=leave_one_out)
+    assert torch.equal(out[0], torch.zeros(4, dtype=dtype))
+    expected = group_loop([[0.0, 1.0, 0.0, 1.0]], 1e-4, scale, leave_one_out)[0]
+    torch.testing.assert_close(out[1], torch.tensor(expected, dtype=dtype))
+
+
 # ---------------------------------------------------------------- bad arguments
 
 

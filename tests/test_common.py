@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlnotes import nets
-from rlnotes.algos.common import collect_rollout, env_actions, evaluate
+from rlnotes.algos.common import collect_rollout, env_actions, evaluate, freeze_distribution, policy_kl
 from rlnotes.envs import make_vec
 
 
@@ -85,6 +85,20 @@ def test_evaluate_matches_a_hand_loop():
         assert ret == total
     with pytest.raises(ValueError, match="episodes"):
         evaluate(always_right, "CartPole-v1", 0, seed=0)
+
+
+def test_policy_kl_with_masked_actions_is_finite():
+    """Invalid actions masked with -inf logits (an action-masking env): KL(pi_old || pi) was 0 * inf = NaN."""
+    inf = float("inf")
+    old_logits = torch.tensor([[0.0, 1.0, -inf], [2.0, -inf, -inf]], dtype=torch.float64)
+    new_logits = torch.tensor([[0.5, 0.5, -inf], [1.0, -inf, -inf]], dtype=torch.float64, requires_grad=True)
+    old = freeze_distribution(torch.distributions.Categorical(logits=old_logits))
+    new = torch.distributions.Categorical(logits=new_logits, validate_args=False)
+    kl = policy_kl(old, new)
+    torch.testing.assert_close(kl, torch.distributions.kl_divergence(old, new))
+    assert kl[1].item() == 0.0  # one possible action under both: KL 0
+    (g,) = torch.autograd.grad(kl.sum(), new_logits)
+    assert torch.isfinite(g).all()
 
 
 def test_cheap_samplers_draw_from_the_policy_distribution():

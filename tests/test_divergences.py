@@ -179,6 +179,83 @@ def test_kl_estimate_errors():
         kl_estimate(z, torch.zeros(2))
 
 
+# ---------------------------------------------------------------- numerical safety
+# Inputs from bug reports (TRL, verl, OpenRLHF): masked (-inf) categories and log-probs must not give NaN.
+
+NAN, INF = float("nan"), float("inf")
+
+
+def test_kl_categorical_zero_probability_category_adds_zero():
+    # p = (1/2, 1/2, 0), q uniform: 0 * (-inf - log q) was NaN; the KL is log(1.5)
+    kl = kl_categorical(torch.tensor([0.0, 0.0, -INF]), torch.zeros(3))
+    assert kl.item() == pytest.approx(math.log(1.5), rel=1e-6)
+    # q = 0 where p has mass: +inf, the true value
+    assert kl_categorical(torch.zeros(3), torch.tensor([0.0, 0.0, -INF])).item() == INF
+
+
+def test_kl_categorical_with_masked_categories_against_torch():
+    g = gen(7)
+    logits_p = 2.0 * torch.randn(200, 6, generator=g, dtype=F64)
+    logits_q = 2.0 * torch.randn(200, 6, generator=g, dtype=F64)
+    masked_p = torch.rand(200, 6, generator=g) < 0.3
+    masked_p[:, 0] = False  # p keeps at least one category
+    logits_p[masked_p] = -INF
+    both = masked_p & (torch.rand(200, 6, generator=g) < 0.5)  # q masked too, only where p is
+    logits_q[both] = -INF
+    logits_p.requires_grad_(True)
+    got = kl_categorical(logits_p, logits_q)
+    expected = kl_divergence(Categorical(logits=logits_p.detach()), Categorical(logits=logits_q))
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected)
+    (grad,) = torch.autograd.grad(got.sum(), logits_p)
+    assert torch.isfinite(grad).all() and (grad[masked_p] == 0).all()
+    # q masked on category 0, where every p has mass: +inf, as torch says
+    logits_q0 = torch.where(torch.arange(6) == 0, -INF, logits_q)
+    got = kl_categorical(logits_p.detach(), logits_q0)
+    expected = kl_divergence(Categorical(logits=logits_p.detach()), Categorical(logits=logits_q0))
+    assert (got == INF).all() and (expected == INF).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_kl_gaussian_nearly_equal_stds_is_never_negative(dtype):
+    # float32, stds 3 and 3 * (1 + 1e-4): the old sum of O(1) terms gave -6e-8
+    mean = torch.zeros(1, dtype=dtype)
+    for d in (1e-2, 1e-3, 1e-4, 1e-5, 1e-7):
+        sp = torch.full((1,), 3.0, dtype=dtype)
+        sq = sp * (1 + d)
+        got = kl_gaussian(mean, sp, mean, sq).item()
+        exact = kl_divergence(Normal(mean.double(), sp.double()), Normal(mean.double(), sq.double())).item()
+        assert got >= 0.0
+        assert got == pytest.approx(exact, rel=1e-2, abs=1e-12 if dtype == F64 else 1e-9)
+    one = torch.ones(3, dtype=dtype)
+    assert kl_gaussian(one, 0.35 * one, one, 0.35 * one).item() == 0.0  # equal inputs: exactly 0
+    # very unequal widths stay finite and right: 0.5 * (1e-40 - 1 - 2 log 1e-20)
+    tiny = kl_gaussian(mean, torch.full((1,), 1e-20, dtype=dtype), mean, torch.ones(1, dtype=dtype))
+    assert tiny.item() == pytest.approx(0.5 * (-1.0 + 40 * math.log(10.0)), rel=1e-5)
+
+
+def test_kl_estimate_masked_minus_inf_entries():
+    logp = torch.tensor([-INF, -INF, -1.0, -1.0, -0.5], dtype=F64, requires_grad=True)
+    logq = torch.tensor([-INF, -1.0, -INF, -1.0, -0.7], dtype=F64, requires_grad=True)
+    for kind in ("k1", "k2", "k3"):
+        out = kl_estimate(logp, logq, kind)
+        assert out[0].item() == 0.0, kind  # impossible under both: log r = 0, not -inf + inf = NaN
+        assert out[3].item() == 0.0, kind
+        assert not torch.isnan(out).any(), kind
+        # mask the infinite entries away afterwards: no NaN comes back through the gradient
+        kept = torch.tensor([True, False, False, True, True])
+        grads = torch.autograd.grad(torch.where(kept, out, 0.0).sum(), (logp, logq))
+        assert all(torch.isfinite(g).all() for g in grads), kind
+    k1, k2, k3 = (kl_estimate(logp, logq, kind).detach() for kind in ("k1", "k2", "k3"))
+    assert k1[1].item() == -INF and k1[2].item() == INF  # -log r, as the formula says
+    assert k2[1].item() == INF and k2[2].item() == INF
+    assert k3[1].item() == INF and k3[2].item() == INF  # was expm1(inf) - inf = NaN at [1]
+    # the gradient at equal finite log-probs (the first step from the reference) is unchanged
+    x = torch.tensor([-1.0], dtype=F64, requires_grad=True)
+    (g,) = torch.autograd.grad(kl_estimate(x, x.detach(), "k1").sum(), x)
+    assert g.item() == 1.0
+
+
 # ---------------------------------------------------------------- AdaptiveKL
 
 

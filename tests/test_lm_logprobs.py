@@ -75,6 +75,33 @@ def test_sequence_logprobs_against_a_loop_over_answer_tokens():
     assert bool((out["per_token"][~out["mask"]] == 0).all())
 
 
+def test_masked_sum_and_mean_ignore_nan_and_inf_at_masked_entries():
+    # 0 * nan = nan and 0 * -inf = nan: masked entries used to leak through the multiplication
+    values = torch.tensor([[1.0, float("nan"), 4.0], [float("-inf"), 5.0, float("inf")]], requires_grad=True)
+    mask = torch.tensor([[True, False, True], [False, True, False]])
+    assert masked_sum(values, mask).tolist() == [5.0, 5.0]
+    assert masked_mean(values, mask).tolist() == [2.5, 5.0]
+    (g,) = torch.autograd.grad(masked_mean(values, mask).sum(), values)
+    assert g.tolist() == [[0.5, 0.0, 0.5], [0.0, 1.0, 0.0]]
+
+
+def test_sequence_logprobs_masked_token_of_zero_probability_is_exactly_zero():
+    """A model that gives padding (id 0) log-prob -inf: per_token is 0 there, and the sums stay finite."""
+
+    def model(ids):  # (B, T) -> (B, T, V=4): uniform over ids 1..3, id 0 impossible
+        logits = torch.zeros(*ids.shape, 4, dtype=torch.float64)
+        logits[..., 0] = float("-inf")
+        return logits
+
+    tokens = torch.tensor([[2, 3, 1, 0], [2, 1, 0, 0]])  # prompt 2, answer, EOS (1), padding (0)
+    mask = torch.tensor([[False, True, True, False], [False, True, False, False]])
+    out = sequence_logprobs(model, tokens, mask)
+    log_third = -torch.log(torch.tensor(3.0, dtype=torch.float64)).item()
+    assert out["per_token"].tolist() == [[log_third, log_third, 0.0], [log_third, 0.0, 0.0]]
+    assert out["sum"].tolist() == pytest.approx([2 * log_third, log_third])
+    assert out["mean"].tolist() == pytest.approx([log_third, log_third])
+
+
 def test_sample_pads_after_eos_and_greedy_is_deterministic():
     model = _model(seed=1).float()
     prompts = TASK.prompts(TASK.split("heldout")[:300])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlnotes.objectives import aggregate, clipped_surrogate, pg_loss, value_loss
+from rlnotes.objectives import aggregate, clipped_surrogate, explained_variance, pg_loss, probability_ratio, value_loss
 
 F64 = torch.float64
 
@@ -199,6 +199,56 @@ def test_aggregate_errors():
         aggregate(loss, mask[:, :4])
     with pytest.raises(ValueError, match="aggregate: max_len must be > 0"):
         aggregate(loss, mask, mode="dr_grpo", max_len=0)
+
+
+# ---------------------------------------------------------------- numerical safety
+# Inputs from bug reports (TRL, verl, OpenRLHF, SB3): a masked token's NaN / inf must not leak in through 0 * nan.
+
+NAN, INF = float("nan"), float("inf")
+
+
+def test_aggregate_nan_at_a_masked_token_is_ignored():
+    loss, mask = torch.tensor([[2.0, NAN], [10.0, 3.0]]), torch.tensor([[1, 0], [1, 0]])
+    assert aggregate(loss, mask, mode="grpo").item() == 6.0  # (2 / 1 + 10 / 1) / 2
+    assert aggregate(loss, mask, mode="dapo").item() == 6.0  # (2 + 10) / 2 tokens
+    assert aggregate(loss, mask, mode="dr_grpo").item() == 3.0  # (2 + 10) / (2 * 2)
+    for bad in (INF, -INF):
+        loss_bad = torch.tensor([[2.0, bad], [10.0, 3.0]])
+        assert aggregate(loss_bad, mask.bool(), mode="grpo").item() == 6.0
+    # and no NaN flows back into the gradient of the loss
+    loss = torch.tensor([[2.0, NAN], [10.0, 3.0]], requires_grad=True)
+    (g,) = torch.autograd.grad(aggregate(loss, mask, mode="grpo"), loss)
+    assert g.tolist() == [[0.5, 0.0], [0.5, 0.0]]
+
+
+def test_clipped_surrogate_masked_minus_inf_logprobs_give_finite_loss_and_gradient():
+    # padding scored -inf by both policies: ratio exp(-inf + inf) was NaN, and 0 * nan leaked into the gradient
+    assert probability_ratio(torch.tensor([-INF]), torch.tensor([-INF])).tolist() == [1.0]
+    assert probability_ratio(torch.tensor([-INF]), torch.tensor([-1.0])).tolist() == [0.0]
+    logp = torch.tensor([[-0.5, -1.0, -INF], [-2.0, -INF, -INF]], dtype=F64, requires_grad=True)
+    old_logp = torch.tensor([[-0.6, -1.0, -INF], [-2.0, -INF, -INF]], dtype=F64)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    per_token = clipped_surrogate(logp, old_logp, torch.tensor([[1.0], [-1.0]], dtype=F64))
+    loss = aggregate(per_token, mask, mode="grpo")
+    (g,) = torch.autograd.grad(loss, logp)
+    ratio = math.exp(0.1)
+    assert loss.item() == pytest.approx((-ratio - 1.0) / 2 / 2 + 1.0 / 2)
+    assert torch.isfinite(g).all() and (g[mask == 0] == 0).all()
+    # where the log-probs are equal and finite (PPO's first epoch) the gradient is still r * A
+    x = torch.tensor([-1.0, -1.0], dtype=F64, requires_grad=True)
+    (g,) = torch.autograd.grad(clipped_surrogate(x, x.detach(), torch.tensor([2.0, -3.0], dtype=F64)).sum(), x)
+    assert g.tolist() == [-2.0, 3.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_explained_variance_of_returns_equal_up_to_rounding_is_nan(dtype):
+    # float32 returns all 0.35 have a variance of ~1e-15, not 0: 1 - var / var_returns gave about -1e15
+    returns = torch.full((7,), 0.35, dtype=dtype)
+    values = torch.linspace(0.0, 1.0, 7, dtype=dtype)
+    assert math.isnan(explained_variance(values, returns).item())
+    # a small but real spread is still measured
+    returns = 0.35 + 1e-3 * torch.arange(7, dtype=dtype)
+    assert explained_variance(returns, returns).item() == pytest.approx(1.0)
 
 
 def test_errors_eps():

@@ -158,6 +158,29 @@ def test_finite_at_extreme_logprobs(dtype):
     assert torch.isfinite(bradley_terry(big, -big)).all()
 
 
+def test_dpo_zero_weight_term_does_not_turn_an_infinite_logit_into_nan():
+    # a rejected answer of probability 0 under the policy: logits = +inf. Without label smoothing the
+    # loss is -logsigmoid(+inf) = 0; the unused term was logsigmoid(-inf) * 0 = NaN
+    inf = float("inf")
+    pc, pr, rc, rr = t([-1.0]), t([-inf]), t([-1.0]), t([-2.0])
+    for loss_type in ("sigmoid", "robust", "hinge"):
+        losses, _, _ = dpo_loss(pc, pr, rc, rr, loss_type=loss_type)
+        assert losses.item() == 0.0, loss_type
+    # and the chosen answer of probability 0: logits = -inf, an infinite loss, not NaN
+    for loss_type in ("sigmoid", "robust", "hinge", "ipo"):
+        losses, _, _ = dpo_loss(t([-inf]), t([-1.0]), rc, rr, loss_type=loss_type)
+        assert losses.item() == inf, loss_type
+    # label_smoothing = 1 (sigmoid): labels all flipped, so logits = -inf is a perfect 0
+    losses, _, _ = dpo_loss(t([-inf]), t([-1.0]), rc, rr, loss_type="sigmoid", label_smoothing=1.0)
+    assert losses.item() == 0.0
+    # finite logits: the same numbers as the two-term formula
+    logits = t([0.3, -2.0, 5.0])
+    z = torch.zeros(3, dtype=F64)
+    losses, _, _ = dpo_loss(logits, z, z, z, beta=0.5, loss_type="sigmoid", label_smoothing=0.2)
+    expected = [softplus_neg(0.5 * x) * 0.8 + softplus_neg(-0.5 * x) * 0.2 for x in logits.tolist()]
+    assert losses.tolist() == pytest.approx(expected, rel=1e-12)
+
+
 def test_dpo_errors():
     z = torch.zeros(2)
     with pytest.raises(ValueError, match="dpo_loss: beta must be > 0"):

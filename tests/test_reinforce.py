@@ -158,6 +158,33 @@ def test_undiscounted_visits_by_the_solve_equal_the_sum_over_time_of_the_state_d
                                reinforce.tabular_policy_gradient_theorem(mdp, logits, gamma))
 
 
+def test_steps_after_the_end_with_nan_do_not_leak():
+    """0 * nan = nan: what comes after an episode's end is selected away, not multiplied by 0."""
+    nan = float("nan")
+    theta = torch.randn(3, 2, generator=torch.Generator().manual_seed(0), dtype=F64).requires_grad_(True)
+    states, actions = torch.tensor([0, 1, 2]), torch.tensor([1, 0, 1])
+    alive = torch.tensor([1.0, 1.0, 0.0], dtype=F64)
+    clean = reinforce.episode_surrogate(theta, states, actions, torch.tensor([1.0, 2.0, 0.0], dtype=F64), alive)
+    dirty = reinforce.episode_surrogate(theta, states, actions, torch.tensor([1.0, 2.0, nan], dtype=F64), alive)
+    assert dirty.item() == clean.item()
+    (g_clean,), (g_dirty,) = torch.autograd.grad(clean, theta), torch.autograd.grad(dirty, theta)
+    assert torch.equal(g_clean, g_dirty)
+    # Batch.episode_returns: env 0 ended after one step; the NaN reward after it is not its
+    flags = torch.zeros(2, 2, dtype=torch.bool)
+    rewards, mask = torch.tensor([[1.0, 1.0], [nan, 1.0]]), torch.tensor([[True, True], [False, True]])
+    batch = reinforce.Batch(obs=torch.zeros(2, 2, 1), actions=torch.zeros(2, 2), rewards=rewards,
+                            terminated=flags, truncated=flags, mask=mask)
+    assert batch.episode_returns == [1.0, 2.0]
+    # sample_episodes: rewards "from" a terminal state (NaN in mdp.R) are never the episode's
+    mdp = gridworld()
+    R = mdp.R.clone()
+    R[mdp.terminal] = nan
+    policy = torch.full((mdp.n_states, mdp.n_actions), 1.0 / mdp.n_actions, dtype=F64)
+    ep = reinforce.sample_episodes(dataclasses.replace(mdp, R=R), policy, 20, torch.Generator().manual_seed(0))
+    reference = reinforce.sample_episodes(mdp, policy, 20, torch.Generator().manual_seed(0))
+    assert torch.isfinite(ep["rewards"]).all() and torch.equal(ep["rewards"], reference["rewards"])
+
+
 def test_collect_episodes_keeps_exactly_one_whole_episode_per_env():
     envs = make_vec("CartPole-v1", 4, seed=0)
     torch.manual_seed(0)

@@ -1,5 +1,7 @@
 """Exact dynamic programming on the gridworld, against published numbers and brute force."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -68,6 +70,24 @@ def test_sampled_returns_average_to_v(world):
     returns = tabular.sample_returns(world, policy, 1.0, 20_000, torch.Generator().manual_seed(1))
     standard_error = returns.std() / len(returns) ** 0.5
     assert abs(returns.mean() - v[world.start]) < 4 * standard_error
+
+
+def test_impossible_transitions_and_terminal_rewards_with_nan_or_inf_do_not_leak(world):
+    """0 * inf = nan: a transition of probability 0, or a step after the end, must add exactly nothing."""
+    R = world.R.clone()
+    R[world.P == 0] = float("inf")  # rewards of transitions that never happen
+    odd = dataclasses.replace(world, R=R)
+    v = torch.linspace(-1.0, 1.0, 11, dtype=torch.float64)
+    assert torch.equal(tabular.q_from_v(odd, v, 0.9), tabular.q_from_v(world, v, 0.9))
+    v_star, q_star, _ = tabular.value_iteration(world, gamma=0.9)
+    v_odd, q_odd, _ = tabular.value_iteration(odd, gamma=0.9)
+    assert torch.equal(v_odd, v_star) and torch.equal(q_odd, q_star)
+    # sample_returns: rewards "from" a terminal state are never part of a return
+    R = world.R.clone()
+    R[world.terminal] = float("nan")
+    policy = tabular.uniform_policy(world)
+    returns = tabular.sample_returns(dataclasses.replace(world, R=R), policy, 0.9, 50, torch.Generator().manual_seed(2))
+    assert torch.equal(returns, tabular.sample_returns(world, policy, 0.9, 50, torch.Generator().manual_seed(2)))
 
 
 def test_gymnasium_env_samples_the_same_dynamics(world):

@@ -114,6 +114,26 @@ def test_conjugate_gradient_solves_a_random_spd_system():
         trpo.conjugate_gradient(lambda v: A @ v, b[:, None])
 
 
+def test_conjugate_gradient_of_zero_is_exactly_zero():
+    # b = 0: the first step was 0 / 0 = NaN
+    A = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=F64)
+    x = trpo.conjugate_gradient(lambda v: A @ v, torch.zeros(2, dtype=F64))
+    assert torch.equal(x, torch.zeros(2, dtype=F64))
+
+
+def test_trpo_step_with_a_constant_batch_takes_no_step():
+    """A batch of equal advantages normalizes to exactly 0, so g = 0: no step, not a NaN or an exception."""
+    policy = small_categorical_policy()
+    obs = torch.randn(16, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
+    actions = torch.randint(4, (16,), generator=torch.Generator().manual_seed(2))
+    advantages = normalize(torch.full((16,), 0.35, dtype=F64))
+    theta_old = parameters_to_vector(policy.parameters()).detach().clone()
+    info = trpo.trpo_step(policy, obs, actions, advantages, max_kl=0.01)
+    assert not info["accepted"] and info["trials"] == [] and info["step_size"] == 0.0
+    assert info["kl"] == 0.0 and info["improvement"] == 0.0 and info["expected_improvement"] == 0.0
+    assert torch.equal(parameters_to_vector(policy.parameters()).detach(), theta_old)
+
+
 def test_max_step_size_puts_the_quadratic_model_at_delta():
     F = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=F64)
     s = torch.tensor([1.0, -3.0], dtype=F64)

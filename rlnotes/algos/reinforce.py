@@ -180,6 +180,8 @@ def sample_episodes(mdp: TabularMDP, policy: torch.Tensor, n_episodes: int, gene
     Returns states, actions, next_states (long), rewards (float64), alive (bool: the step belongs to
     the episode), terminated (bool: the episode ended at this step). Episodes still running after
     `max_steps` are cut (choose it so that gamma**max_steps is negligible).
+    Numerical safety: the reward of a step after the end is set to 0 by selection, so a NaN or inf in
+    mdp.R at a terminal state does not leak (``0 * nan`` would be NaN).
     """
     if n_episodes < 1 or max_steps < 1:
         raise ValueError(f"sample_episodes: n_episodes and max_steps must be >= 1, got {n_episodes}, {max_steps}")
@@ -192,7 +194,9 @@ def sample_episodes(mdp: TabularMDP, policy: torch.Tensor, n_episodes: int, gene
         action = _sample_rows(policy[state].double(), generator)  # (n,)
         next_state = _sample_rows(mdp.P[state, action], generator)  # (n,)
         ends = alive & mdp.terminal[next_state]
-        for key, value in (("states", state), ("actions", action), ("rewards", mdp.R[state, action, next_state] * alive),
+        reward = mdp.R[state, action, next_state]
+        reward = torch.where(alive, reward, torch.zeros_like(reward))  # (n,); 0 after the end
+        for key, value in (("states", state), ("actions", action), ("rewards", reward),
                            ("next_states", next_state), ("alive", alive), ("terminated", ends)):
             out[key].append(value)
         alive = alive & ~ends
@@ -211,9 +215,13 @@ def episode_surrogate(theta: torch.Tensor, states, actions, weights, alive) -> t
     These three are unbiased. w_t = U_t (gamma^t dropped, as practical REINFORCE does) is biased: its
     mean counts visits without discount (`tabular_policy_gradient_theorem(..., visits_discount=1.0)`).
     `alive` (T,) masks the steps after the episode ended.
+    Numerical safety: masked steps are dropped by selection, so a NaN or inf weight after the end leaks
+    neither into the surrogate nor into its gradient.
     """
     logp = torch.log_softmax(theta, -1)[states, actions]  # (S, A) -> (T,)
-    return (alive * logp * weights).sum()
+    alive = torch.as_tensor(alive).bool()
+    weights = torch.where(alive, weights, torch.zeros_like(weights))  # zeroed first: no 0 * nan in the gradient
+    return torch.where(alive, logp * weights, torch.zeros_like(logp)).sum()
 
 
 # ---- the trainer --------------------------------------------------------------------------------
@@ -281,7 +289,9 @@ class Batch:
 
     @property
     def episode_returns(self) -> list:
-        return (self.rewards * self.mask).sum(0).tolist()
+        """Undiscounted return of each env's first episode; rewards after it are dropped (selected, not
+        multiplied by the mask, so a NaN there cannot leak)."""
+        return torch.where(self.mask, self.rewards, torch.zeros_like(self.rewards)).sum(0).tolist()
 
     @property
     def steps(self) -> int:

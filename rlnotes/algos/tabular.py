@@ -70,9 +70,13 @@ def q_from_v(mdp: TabularMDP, v: torch.Tensor, gamma: float) -> torch.Tensor:
     """Q(s, a) = sum_s' P(s'|s, a) [r(s, a, s') + gamma V(s')], shape (S, A).
 
     One step of the environment is known exactly; what follows it is summarized by V.
+    Numerical safety: transitions of probability 0 add exactly 0, even where their reward or V(s') is
+    inf or NaN (``0 * inf`` would be NaN).
     """
     _check_gamma(gamma, "q_from_v")
-    return (mdp.P * (mdp.R + gamma * v)).sum(-1)  # (S, A, S) -> (S, A)
+    outcome = mdp.R + gamma * v  # (S, A, S): r(s, a, s') + gamma V(s')
+    outcome = torch.where(mdp.P > 0, outcome, 0.0)  # 0 where the transition never happens
+    return (mdp.P * outcome).sum(-1)  # (S, A, S) -> (S, A)
 
 
 def bellman_expectation_backup(mdp: TabularMDP, v: torch.Tensor, policy: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -176,6 +180,8 @@ def sample_returns(
     P(.|s, a). The mean of the returns estimates V_pi(start). Episodes still running after
     `max_steps` are cut there (choose max_steps so that gamma**max_steps is negligible, or so that
     the policy surely ends).
+    Numerical safety: an episode that has ended adds nothing, by selection, so a NaN or inf in mdp.R at
+    a terminal state does not leak into its return (``0 * nan`` would be NaN).
     """
     _check_gamma(gamma, "sample_returns")
     _check_policy(mdp, policy, "sample_returns")
@@ -190,7 +196,8 @@ def sample_returns(
             break
         action = torch.multinomial(policy[state].double(), 1, generator=generator).squeeze(1)  # (n,)
         next_state = torch.multinomial(mdp.P[state, action], 1, generator=generator).squeeze(1)  # (n,)
-        returns += alive * discount * mdp.R[state, action, next_state]
+        reward = mdp.R[state, action, next_state]
+        returns += torch.where(alive, discount * reward, torch.zeros_like(returns))  # no 0 * nan after the end
         discount *= gamma
         state = next_state
     return returns

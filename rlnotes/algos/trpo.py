@@ -157,6 +157,9 @@ def conjugate_gradient(matrix_vector_product, b: torch.Tensor, iterations: int =
         tol: stop when the squared residual |b - A x|^2 falls below it.
         callback: optional, called as callback(iteration, x, residual_norm) after each iteration.
 
+    Numerical safety: b = 0 returns x = 0 exactly (the solution) instead of iterating on 0 / 0 = NaN;
+    TRPO meets it when every advantage of a batch is 0 (e.g. a constant batch, normalized).
+
     Returns:
         x: (P,), the approximate solution.
     """
@@ -168,6 +171,8 @@ def conjugate_gradient(matrix_vector_product, b: torch.Tensor, iterations: int =
     r = b.clone()  # residual b - A x, with x = 0
     p = b.clone()  # first search direction: the residual
     rr = r @ r
+    if rr == 0:  # b = 0: x = 0 solves A x = b exactly
+        return x
     for i in range(iterations):
         Ap = matrix_vector_product(p)
         alpha = rr / (p @ Ap)  # exact minimizer along p
@@ -253,6 +258,9 @@ def trpo_step(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, advan
         trials                             the line search's candidates (see `line_search`)
         accepted, kl, improvement          the outcome, measured; kl = 0 if no step was accepted
         theta_old, theta_new               flat parameter vectors (P,)
+
+    Numerical safety: when g = 0 (e.g. every advantage is 0) there is nothing to improve: no step is
+    taken (step_size 0, no trials, accepted False) instead of 0 / 0 in the step size.
     """
     params = [p for p in policy.parameters() if p.requires_grad]
     theta_old = parameters_to_vector(params).detach()
@@ -274,8 +282,9 @@ def trpo_step(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, advan
     fisher_direction = fvp(direction).detach()
     direction = direction.detach()
 
-    # step 3: the largest step the quadratic model allows
-    step_size = max_step_size(direction, fisher_direction, max_kl)
+    # step 3: the largest step the quadratic model allows (none at all when g = 0: s = 0, s^T F s = 0)
+    flat = not bool(direction.any())
+    step_size = torch.zeros((), dtype=direction.dtype) if flat else max_step_size(direction, fisher_direction, max_kl)
     full_step = step_size * direction
     expected_improvement = float(g @ full_step)
 
@@ -287,7 +296,10 @@ def trpo_step(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, advan
         new_surrogate, new_kl = surrogate_and_kl(policy, obs, actions, old_logp, advantages, old_dist)
         return float(new_surrogate) - surrogate_old, float(new_kl)
 
-    theta_new, trials = line_search(measure, theta_old, full_step, max_kl, backtrack_ratio, max_backtracks)
+    if flat:
+        theta_new, trials = theta_old, []
+    else:
+        theta_new, trials = line_search(measure, theta_old, full_step, max_kl, backtrack_ratio, max_backtracks)
     vector_to_parameters(theta_new.clone(), params)  # a copy: the parameters become views of the vector given
     accepted = any(t["accepted"] for t in trials)
     final = trials[-1] if accepted else {"kl": 0.0, "improvement": 0.0}
