@@ -84,8 +84,12 @@ class TabularMDP:
 
     @property
     def expected_reward(self) -> torch.Tensor:
-        """r(s, a) = sum_s' P(s'|s, a) r(s, a, s'), shape (S, A)."""
-        return (self.P * self.R).sum(-1)
+        """r(s, a) = sum_s' P(s'|s, a) r(s, a, s'), shape (S, A).
+
+        Numerical safety: a transition of probability 0 adds exactly 0, whatever its reward (even inf
+        or NaN): ``torch.where``, not ``0 * r``.
+        """
+        return torch.where(self.P > 0, self.P * self.R, 0.0).sum(-1)
 
     def state_of(self, row: int, col: int) -> int:
         """The state index of a grid cell."""

@@ -19,7 +19,20 @@ import torch.nn.functional as F
 
 from . import _checks
 
-__all__ = ["bradley_terry", "reward_model_loss", "dpo_loss", "kto_loss"]
+__all__ = ["implicit_reward", "bradley_terry", "reward_model_loss", "dpo_loss", "kto_loss"]
+
+
+def implicit_reward(policy_logps, ref_logps, beta):
+    """DPO's implicit reward ``beta * (log pi(y|x) - log pi_ref(y|x))``, elementwise (any shape, same shape out).
+
+    Introduced in ``06_dpo``: the reward that the KL-regularized optimum pi* implies, up to the
+    per-prompt constant ``beta * log Z(x)`` (Rafailov et al. 2023, eq. 5), which cancels in every
+    comparison. What TRL logs as rewards/chosen and rewards/rejected. Not detached: callers that log
+    it detach. Raises ValueError for beta <= 0 or mismatched shapes.
+    """
+    beta = _checks.positive("implicit_reward", "beta", beta)
+    _checks.same_shape("implicit_reward", policy_logps=policy_logps, ref_logps=ref_logps)
+    return beta * (policy_logps - ref_logps)
 
 
 def bradley_terry(r_chosen, r_rejected):
@@ -135,8 +148,8 @@ def dpo_loss(
         losses = (logits - 1 / (2 * beta)) ** 2
     else:  # robust
         losses = (_weighted(nll_as_labelled, 1 - ls) - _weighted(nll_flipped, ls)) / (1 - 2 * ls)
-    chosen_rewards = beta * (policy_chosen - ref_chosen).detach()
-    rejected_rewards = beta * (policy_rejected - ref_rejected).detach()
+    chosen_rewards = implicit_reward(policy_chosen, ref_chosen, beta).detach()
+    rejected_rewards = implicit_reward(policy_rejected, ref_rejected, beta).detach()
     return losses, chosen_rewards, rejected_rewards
 
 

@@ -82,6 +82,9 @@ def test_impossible_transitions_and_terminal_rewards_with_nan_or_inf_do_not_leak
     v_star, q_star, _ = tabular.value_iteration(world, gamma=0.9)
     v_odd, q_odd, _ = tabular.value_iteration(odd, gamma=0.9)
     assert torch.equal(v_odd, v_star) and torch.equal(q_odd, q_star)
+    assert torch.equal(odd.expected_reward, world.expected_reward)
+    pi = tabular.uniform_policy(world)
+    assert torch.equal(tabular.policy_evaluation(odd, pi, 0.9), tabular.policy_evaluation(world, pi, 0.9))
     # sample_returns: rewards "from" a terminal state are never part of a return
     R = world.R.clone()
     R[world.terminal] = float("nan")

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from rlnotes.preference import dpo_loss
+from rlnotes.divergences import kl_categorical
+from rlnotes.preference import bradley_terry, dpo_loss, implicit_reward, reward_model_loss
 
 __all__ = [
     "log_partition", "optimal_logprobs", "kl_regularized_objective", "implied_reward", "sample_preferences",
@@ -60,9 +61,8 @@ def kl_regularized_objective(logits, ref_logits, rewards, beta):
     """
     _check("kl_regularized_objective", ref_logits, rewards)
     _check_beta("kl_regularized_objective", beta)
-    logp, logq = logits.log_softmax(-1), ref_logits.log_softmax(-1)
-    p = logp.exp()
-    return (p * rewards).sum(-1) - beta * (p * (logp - logq)).sum(-1)
+    p = logits.softmax(-1)
+    return (p * rewards).sum(-1) - beta * kl_categorical(logits, ref_logits)
 
 
 def implied_reward(logits, ref_logits, beta):
@@ -72,7 +72,7 @@ def implied_reward(logits, ref_logits, beta):
     """
     _check("implied_reward", ref_logits, logits)
     _check_beta("implied_reward", beta)
-    return beta * (logits.log_softmax(-1) - ref_logits.log_softmax(-1))
+    return implicit_reward(logits.log_softmax(-1), ref_logits.log_softmax(-1), beta)
 
 
 def sample_preferences(rewards, n, generator=None):
@@ -89,7 +89,7 @@ def sample_preferences(rewards, n, generator=None):
     prompt = torch.randint(X, (n,), generator=generator)
     first = torch.randint(K, (n,), generator=generator)
     second = (first + torch.randint(1, K, (n,), generator=generator)) % K  # uniform over the other K - 1
-    p_first = torch.sigmoid(rewards[prompt, first] - rewards[prompt, second])  # (n,)
+    p_first = bradley_terry(rewards[prompt, first], rewards[prompt, second])  # (n,)
     first_wins = torch.rand(n, generator=generator, dtype=p_first.dtype) < p_first
     chosen = torch.where(first_wins, first, second)
     rejected = torch.where(first_wins, second, first)
@@ -105,7 +105,7 @@ def preference_counts(prompt, chosen, rejected, X, K, dtype=torch.float64):
 
 def expected_counts(rewards, per_pair=1.0):
     """The infinite-data limit: counts[x, i, j] = per_pair * sigmoid(r_i - r_j) for i != j: -> (X, K, K)."""
-    p = torch.sigmoid(rewards[:, :, None] - rewards[:, None, :])  # (X, K, K)
+    p = bradley_terry(rewards[:, :, None], rewards[:, None, :])  # (X, K, K): P(i beats j)
     return per_pair * p * (1 - torch.eye(rewards.shape[1], dtype=rewards.dtype))
 
 
@@ -167,8 +167,8 @@ def fit_reward_model(counts, max_iter=500):
     X, K, _ = counts.shape
 
     def nll(r):
-        gaps = r[:, :, None] - r[:, None, :]  # (X, K, K): r_i - r_j
-        return -(torch.nn.functional.logsigmoid(gaps) * counts).sum() / counts.sum()
+        losses = reward_model_loss(r[:, :, None].expand(X, K, K), r[:, None, :].expand(X, K, K))  # [x, i, j]: i beat j
+        return (losses * counts).sum() / counts.sum()
 
     r = _minimise(nll, torch.zeros(X, K, dtype=torch.float64), max_iter)
     return r - r.mean(-1, keepdim=True)

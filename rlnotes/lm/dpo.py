@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from rlnotes.preference import DPO_LOSS_TYPES, dpo_loss, kto_loss
+from rlnotes.preference import DPO_LOSS_TYPES, dpo_loss, implicit_reward, kto_loss
 from rlnotes.utils import seed_everything
 
 from . import sft
@@ -171,7 +171,7 @@ def preference_metrics(policy, ref_chosen, ref_rejected, data: PreferenceData, b
     """
     chosen = reference_logprobs(policy, data.prompts, data.chosen, eos_id)
     rejected = reference_logprobs(policy, data.prompts, data.rejected, eos_id)
-    rc, rr = beta * (chosen - ref_chosen), beta * (rejected - ref_rejected)
+    rc, rr = implicit_reward(chosen, ref_chosen, beta), implicit_reward(rejected, ref_rejected, beta)
     return {
         "chosen_reward": float(rc.mean()),
         "rejected_reward": float(rr.mean()),
@@ -248,7 +248,7 @@ def _kto_step(policy, ref, data: UnpairedData, ref_logps, rows, config: Config, 
     nll = token_mean_nll(out, desirable)  # NLL of the thumbs-up answers
     if config.nll_weight > 0:
         loss = loss + config.nll_weight * nll
-    rewards = config.beta * (out["sum"] - ref_logps[rows]).detach()
+    rewards = implicit_reward(out["sum"], ref_logps[rows], config.beta).detach()
     logs = {
         "chosen_reward": rewards[desirable].mean().item() if desirable.any() else float("nan"),
         "rejected_reward": rewards[~desirable].mean().item() if (~desirable).any() else float("nan"),
