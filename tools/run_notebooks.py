@@ -10,8 +10,10 @@ kernel of this Python (the venv's, started as `python -m ipykernel_launcher`), w
 RLNOTES_SEED_OFFSET and MPLBACKEND=Agg set in the kernel's environment. The executed copies go to
 build/notebooks/<mode>-offset<k>/ (outputs included, for reading what a run printed); the committed
 notebooks are not touched. Prints `notebook  seconds  ok/FAILED` per chapter and a total, and exits
-non-zero when any notebook failed. --allow-errors keeps executing after a failing cell (every failing
-cell is then listed), which is what measuring a claim over seeds needs.
+non-zero when any notebook failed. CPU seconds (the notebook's process and its kernel) are printed
+beside wall seconds: on a shared machine they say what the chapter costs on an idle one.
+--allow-errors keeps executing after a failing cell (every failing cell is then listed), which is
+what measuring a claim over seeds needs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,8 +43,7 @@ def execute_one(source: Path, target: Path, timeout: int, allow_errors: bool) ->
     status = 0
     try:
         client.execute()
-    except CellExecutionError as error:  # the first failing cell (without --allow-errors)
-        print(str(error).strip().splitlines()[-1], file=sys.stderr)
+    except CellExecutionError:  # the first failing cell (without --allow-errors): listed below
         status = 1
     except Exception as error:  # a timeout, a dead kernel
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
@@ -67,7 +69,8 @@ def select(names: list[str]) -> list[Path]:
     return chosen
 
 
-def run(path: Path, mode: str, offset: int, args) -> tuple[float, bool, str]:
+def run(path: Path, mode: str, offset: int, args) -> tuple[float, float, bool, str]:
+    """Execute one notebook in a child process; (wall seconds, CPU seconds of it and its kernel, ok, failures)."""
     env = dict(os.environ, RLNOTES_FAST="1" if mode == "fast" else "0", RLNOTES_SEED_OFFSET=str(offset),
                MPLBACKEND="Agg", PYDEVD_DISABLE_FILE_VALIDATION="1")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
@@ -76,10 +79,15 @@ def run(path: Path, mode: str, offset: int, args) -> tuple[float, bool, str]:
     if args.allow_errors:
         command.append("--allow-errors")
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    detail = "\n".join(line for line in done.stderr.splitlines() if line.startswith("cell ") or ": " in line)
-    return seconds, done.returncode == 0, detail
+    with tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        _, status, usage = os.wait4(child.pid, 0)  # usage includes the kernel, a child that was waited for
+        child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        err.seek(0)
+        stderr = err.read()
+    detail = "\n".join(line for line in stderr.splitlines() if line.startswith("cell ") or ": " in line)
+    return seconds, usage.ru_utime + usage.ru_stime, child.returncode == 0, detail
 
 
 def main(argv=None) -> int:
@@ -117,8 +125,9 @@ def main(argv=None) -> int:
     def one(job):
         offset, path = job
         result = run(path, mode_name, offset, args)
-        seconds, ok, detail = result
-        print(f"offset {offset}  {path.stem:24s} {seconds:8.1f} s  {'ok' if ok else 'FAILED'}", flush=True)
+        seconds, cpu, ok, detail = result
+        print(f"offset {offset}  {path.stem:24s} {seconds:8.1f} s wall {cpu:8.1f} s CPU  {'ok' if ok else 'FAILED'}",
+              flush=True)
         if detail:
             print("    " + detail.replace("\n", "\n    "), flush=True)
         results[job] = result
@@ -128,17 +137,15 @@ def main(argv=None) -> int:
         list(pool.map(one, jobs))
 
     total = time.perf_counter() - wall
-    failed = [(offset, path.stem) for (offset, path), (_, ok, _) in results.items() if not ok]
-    print(f"\n{mode_name} mode: seconds per chapter" + (" and seed offset" if len(offsets) > 1 else ""))
-    print(f"{'notebook':24s}" + "".join(f"{'offset ' + str(o):>12s}" for o in offsets))
-    for path in paths:
-        cells = []
-        for offset in offsets:
-            seconds, ok, _ = results[offset, path]
-            cells.append(f"{seconds:8.1f}{'   ' if ok else ' !!'}")
-        print(f"{path.stem:24s}" + "".join(f"{c:>12s}" for c in cells))
-    print(f"{'total':24s}" + "".join(f"{sum(results[o, p][0] for p in paths):9.1f}   " for o in offsets))
-    print(f"wall time {total:.1f} s; {len(jobs) - len(failed)} ok, {len(failed)} FAILED"
+    failed = [(offset, path.stem) for (offset, path), (_, _, ok, _) in results.items() if not ok]
+    for column, label in ((0, "wall seconds"), (1, "CPU seconds (the notebook's process and kernel)")):
+        print(f"\n{mode_name} mode, {label} per chapter" + (" and seed offset" if len(offsets) > 1 else ""))
+        print(f"{'notebook':24s}" + "".join(f"{'offset ' + str(o):>12s}" for o in offsets))
+        for path in paths:
+            cells = [f"{results[o, path][column]:8.1f}{'   ' if results[o, path][2] else ' !!'}" for o in offsets]
+            print(f"{path.stem:24s}" + "".join(f"{c:>12s}" for c in cells))
+        print(f"{'total':24s}" + "".join(f"{sum(results[o, p][column] for p in paths):9.1f}   " for o in offsets))
+    print(f"\nwall time {total:.1f} s; {len(jobs) - len(failed)} ok, {len(failed)} FAILED (!!)"
           + (": " + ", ".join(f"{stem} (offset {o})" for o, stem in failed) if failed else ""))
     return 1 if failed else 0
 
