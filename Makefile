@@ -26,8 +26,9 @@ $(VENV)/.course: pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(PIP) -e .
 	touch $@
 
+# The test tools and the extra "hf" (transformers, TRL: tests/test_hf_bridge.py runs when it is installed).
 $(VENV)/.test: pyproject.toml constraints.txt | $(VENV)/bin/python
-	$(PIP) -e ".[test]"
+	$(PIP) -e ".[test,hf]"
 	touch $@ $(VENV)/.course
 
 lab: $(VENV)/.course
