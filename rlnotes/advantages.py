@@ -57,6 +57,14 @@ def td_target(rewards, next_values, terminated, gamma):
     gamma = _checks.in_unit_interval("td_target", "gamma", gamma)
     _checks.same_shape("td_target", rewards=rewards, next_values=next_values, terminated=terminated)
     cut = _checks.as_float("td_target", "terminated", terminated, rewards).bool()
+    return _td_target(rewards, next_values, cut, gamma)
+
+
+def _td_target(rewards, next_values, cut, gamma: float):
+    """`td_target` without its entry checks: for loops that checked their inputs once, at their own boundary.
+
+    cut: a bool tensor of `rewards`' shape (True where s_{t+1} is terminal); gamma: a float in [0, 1].
+    """
     if gamma == 0.0:
         cut = torch.ones_like(cut)  # nothing of the next value counts
     bootstrap = torch.where(cut, torch.zeros_like(next_values), next_values)
@@ -77,8 +85,8 @@ def discounted_returns(rewards, gamma, terminated=None, last_value=0.0):
         last_value: float, or tensor (N,) (anything that broadcasts to one step of `rewards`);
             the bootstrap G_T, e.g. V(s_T) when the rollout stops in the middle of an episode.
 
-    Numerical safety: each step is a `td_target`, so a NaN or inf return (or `last_value`) beyond a
-    termination is cut, not multiplied by 0.
+    Numerical safety: each step is `td_target`'s formula, so a NaN or inf return (or `last_value`)
+    beyond a termination is cut, not multiplied by 0.
 
     Returns:
         returns: same shape as `rewards`.
@@ -95,10 +103,13 @@ def discounted_returns(rewards, gamma, terminated=None, last_value=0.0):
     last_value = torch.as_tensor(last_value, dtype=rewards.dtype, device=rewards.device)
     _checks.broadcasts_to("discounted_returns", "last_value", last_value, "one step of rewards", rewards[0])
 
+    # Checked once above; the loop below is the bare recursion (no per-step checks: benchmarks/bench_validation.py).
+    cut = terminated if gamma > 0.0 else torch.ones_like(terminated)  # gamma = 0: nothing of the next return counts
     G = last_value.expand(rewards.shape[1:])  # G_T, shape of one step: () or (N,)
+    zero = torch.zeros_like(rewards[0])
     returns = []
     for t in reversed(range(rewards.shape[0])):
-        G = td_target(rewards[t], G, terminated[t], gamma)  # the next return plays the next value
+        G = rewards[t] + gamma * torch.where(cut[t], zero, G)  # `td_target` with the next return as the next value
         returns.append(G)
     return torch.stack(returns[::-1])  # T x (N,) -> (T, N)
 
@@ -148,11 +159,12 @@ def gae(rewards, values, next_values, terminated, truncated, gamma, lam):
 
     deltas = td_target(rewards, next_values, terminated, gamma) - values  # (T, N): the TD errors
     decay = gamma * lam
+    cut = episode_ended if decay > 0.0 else torch.ones_like(episode_ended)  # decay = 0: A_t is the TD error alone
+    zero = torch.zeros_like(deltas[0])
     advantages = []
-    A = torch.zeros_like(deltas[0])  # A_T = 0: nothing is known beyond the rollout except next_values
+    A = zero  # A_T = 0: nothing is known beyond the rollout except next_values
     for t in reversed(range(rewards.shape[0])):
-        cut = episode_ended[t] if decay > 0.0 else torch.ones_like(episode_ended[t])
-        A = deltas[t] + decay * torch.where(cut, torch.zeros_like(A), A)  # A_{t+1} of another episode: dropped
+        A = deltas[t] + decay * torch.where(cut[t], zero, A)  # A_{t+1} of another episode: dropped
         advantages.append(A)
     advantages = torch.stack(advantages[::-1])  # T x (N,) -> (T, N)
     return advantages, advantages + values

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 __all__ = [
-    "HIDDEN_GAIN", "VALUE_GAIN", "POLICY_GAIN", "init_layer", "mlp", "flat_size", "QNetwork",
+    "HIDDEN_GAIN", "VALUE_GAIN", "POLICY_GAIN", "init_layer", "mlp", "flat_size", "sample_categorical", "QNetwork",
     "CategoricalPolicy", "GaussianPolicy", "ValueNetwork", "make_policy", "QCritic",
 ]
 
@@ -58,6 +58,21 @@ def flat_size(space: gym.spaces.Space) -> int:
     if not isinstance(space, gym.spaces.Box):
         raise ValueError(f"flat_size: MLPs here take Box observations, got {space}")
     return int(math.prod(space.shape))
+
+
+def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw from each categorical distribution given by `logits` (..., K) -> indices (...,), long.
+
+    The course's one categorical sampler (policies, tabular episodes, sampled returns all call it).
+    Gumbel-max trick: argmax_k (logits_k + G_k) with G_k = -log(E_k), E_k ~ Exp(1), is distributed as
+    softmax(logits). For probabilities, pass ``probs.log()``: a probability of 0 gives a logit of -inf,
+    which is never drawn. Why this one: on the course's hot path, one action for each of N envs at
+    every env step (N x A = 8 x 2), it is the cheapest of the four samplers the course used to have
+    (Gumbel-max, inverse CDF, torch.multinomial, numpy's searchsorted); see benchmarks/bench_validation.py.
+    generator: a torch.Generator for a reproducible stream, or None for torch's global one.
+    """
+    noise = torch.empty_like(logits).exponential_(generator=generator)  # E ~ Exp(1); -log(E) ~ Gumbel(0, 1)
+    return (logits - noise.log()).argmax(-1)  # (..., K) -> (...,)
 
 
 class QNetwork(nn.Module):
@@ -99,8 +114,7 @@ class CategoricalPolicy(nn.Module):
         """Actions drawn from pi(.|s): (B, obs_size) -> (B,). The same distribution as
         `self(obs).sample()`, by the Gumbel-max trick (argmax of logits + Gumbel noise), without
         building a distribution object: the cheapest way to act, step after step, in a rollout."""
-        logits = self.logits(obs)  # (B, A)
-        return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)  # -log(Exp(1)) ~ Gumbel
+        return sample_categorical(self.logits(obs))  # (B, A) -> (B,)
 
     @torch.no_grad()
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:

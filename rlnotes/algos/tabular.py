@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rlnotes.advantages import td_target
+from rlnotes.advantages import _td_target
 from rlnotes.envs import GridWorldEnv, TabularMDP
+from rlnotes.nets import sample_categorical
 
 __all__ = [
     "uniform_policy",
@@ -188,14 +189,15 @@ def sample_returns(
     if n_episodes < 1:
         raise ValueError(f"sample_returns: n_episodes must be >= 1, got {n_episodes}")
     state = torch.full((n_episodes,), mdp.start if start is None else start, dtype=torch.long)
+    log_policy, log_P = policy.double().log(), mdp.P.log()  # (S, A), (S, A, S); log 0 = -inf: never drawn
     returns = torch.zeros(n_episodes, dtype=torch.float64)
     discount = torch.ones(n_episodes, dtype=torch.float64)
     for _ in range(max_steps):
         alive = ~mdp.terminal[state]
         if not alive.any():
             break
-        action = torch.multinomial(policy[state].double(), 1, generator=generator).squeeze(1)  # (n,)
-        next_state = torch.multinomial(mdp.P[state, action], 1, generator=generator).squeeze(1)  # (n,)
+        action = sample_categorical(log_policy[state], generator)  # (n,): a ~ pi(.|s)
+        next_state = sample_categorical(log_P[state, action], generator)  # (n,): s' ~ P(.|s, a)
         reward = mdp.R[state, action, next_state]
         returns += torch.where(alive, discount * reward, torch.zeros_like(returns))  # no 0 * nan after the end
         discount *= gamma
@@ -209,7 +211,7 @@ def sample_returns(
 # Everything above reads P and R. From here on the agent only sees transitions
 # (s, a, r, s', terminated, truncated) sampled by a GridWorldEnv, and learns a table from them by
 # temporal-difference (TD) updates. The exact tables above are the ground truth each learning
-# curve is measured against. Every update asks `rlnotes.advantages.td_target` for its target.
+# curve is measured against. Every update takes its target from `rlnotes.advantages.td_target` (its formula).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -253,10 +255,8 @@ def td0_update(v, state, reward, next_state, terminated, alpha, gamma) -> torch.
     The target re-predicts the return once one step is known: the reward r is observed, the rest
     is still the table's guess V(s'). Their difference from V(s) is the TD error. Notebook 01.
     """
-    target = td_target(torch.as_tensor(reward, dtype=v.dtype), v[next_state], torch.as_tensor(bool(terminated)), gamma)
-    v = v.clone()
-    v[state] += alpha * (target - v[state])
-    return v
+    _check_gamma(gamma, "td0_update")
+    return _td0_update(v, state, reward, next_state, bool(terminated), alpha, gamma)
 
 
 def sarsa_update(q, state, action, reward, next_state, next_action, terminated, alpha, gamma) -> torch.Tensor:
@@ -265,11 +265,8 @@ def sarsa_update(q, state, action, reward, next_state, next_action, terminated, 
     a' is the action the agent will really take in s' (exploration included): SARSA evaluates the
     policy it follows (on-policy). Returns a new (S, A) table. Notebook 01.
     """
-    next_value = q[next_state, next_action]
-    target = td_target(torch.as_tensor(reward, dtype=q.dtype), next_value, torch.as_tensor(bool(terminated)), gamma)
-    q = q.clone()
-    q[state, action] += alpha * (target - q[state, action])
-    return q
+    _check_gamma(gamma, "sarsa_update")
+    return _q_update(q, state, action, reward, q[next_state, next_action], bool(terminated), alpha, gamma)
 
 
 def q_learning_update(q, state, action, reward, next_state, terminated, alpha, gamma) -> torch.Tensor:
@@ -279,8 +276,23 @@ def q_learning_update(q, state, action, reward, next_state, terminated, alpha, g
     from any behaviour that keeps trying every action (off-policy). Returns a new (S, A) table.
     Notebook 01.
     """
-    next_value = q[next_state].max()
-    target = td_target(torch.as_tensor(reward, dtype=q.dtype), next_value, torch.as_tensor(bool(terminated)), gamma)
+    _check_gamma(gamma, "q_learning_update")
+    return _q_update(q, state, action, reward, q[next_state].max(), bool(terminated), alpha, gamma)
+
+
+# The updates without their entry checks: the loops below check gamma once (`_check_learning`) and
+# call these at every step (the validation policy: check at the boundary, never inside a loop).
+
+
+def _td0_update(v, state, reward, next_state, terminated: bool, alpha, gamma) -> torch.Tensor:
+    target = _td_target(torch.as_tensor(reward, dtype=v.dtype), v[next_state], torch.as_tensor(terminated), gamma)
+    v = v.clone()
+    v[state] += alpha * (target - v[state])
+    return v
+
+
+def _q_update(q, state, action, reward, next_value, terminated: bool, alpha, gamma) -> torch.Tensor:
+    target = _td_target(torch.as_tensor(reward, dtype=q.dtype), next_value, torch.as_tensor(terminated), gamma)
     q = q.clone()
     q[state, action] += alpha * (target - q[state, action])
     return q
@@ -345,8 +357,8 @@ def td0_evaluation(env, policy, gamma, episodes, alpha=0.1, alpha_power=0.0, v_e
     env = _as_env(env)
     _check_learning("td0_evaluation", gamma, episodes, alpha, alpha_power)
     _check_policy(env.mdp, policy, "td0_evaluation")
-    rng = np.random.default_rng(seed)
-    cumulative = policy.double().cumsum(-1).numpy()  # (S, A): sample a ~ pi(.|s) by inverting the CDF
+    generator = torch.Generator().manual_seed(seed)
+    log_policy = policy.double().log()  # (S, A): a ~ pi(.|s) by `nets.sample_categorical`
     v = torch.zeros(env.mdp.n_states, dtype=torch.float64)
     visits = np.zeros(env.mdp.n_states, dtype=np.int64)
     history = _new_history(v_exact)
@@ -354,12 +366,12 @@ def td0_evaluation(env, policy, gamma, episodes, alpha=0.1, alpha_power=0.0, v_e
         state, _ = env.reset(seed=seed if episode == 0 else None)
         total, length, done = 0.0, 0, False
         while not done:
-            action = min(int(np.searchsorted(cumulative[state], rng.random(), side="right")), len(cumulative[state]) - 1)
+            action = int(sample_categorical(log_policy[state], generator))
             next_state, reward, terminated, truncated, _ = env.step(action)
             visits[state] += 1
             # Truncated: s' is a real state whose future was cut by the time limit, so V(s') is
-            # still bootstrapped; only terminated zeroes it (inside td_target).
-            v = td0_update(v, state, reward, next_state, terminated, _step_size(alpha, visits[state], alpha_power), gamma)
+            # still bootstrapped; only terminated zeroes it (inside the TD target).
+            v = _td0_update(v, state, reward, next_state, terminated, _step_size(alpha, visits[state], alpha_power), gamma)
             total, length, done = total + reward, length + 1, terminated or truncated
             state = next_state
         _record(history, total, length, v, v_exact)
@@ -390,7 +402,7 @@ def sarsa(env, gamma, episodes, alpha=0.1, alpha_power=0.0, epsilon=0.1, q_exact
             next_action = _choose(q[next_state], epsilon, rng)
             visits[state, action] += 1
             alpha_n = _step_size(alpha, visits[state, action], alpha_power)
-            q = sarsa_update(q, state, action, reward, next_state, next_action, terminated, alpha_n, gamma)
+            q = _q_update(q, state, action, reward, q[next_state, next_action], terminated, alpha_n, gamma)  # SARSA
             total, length, done = total + reward, length + 1, terminated or truncated
             state, action = next_state, next_action
         _record(history, total, length, q, q_exact)
@@ -416,7 +428,7 @@ def q_learning(env, gamma, episodes, alpha=0.1, alpha_power=0.0, epsilon=0.1, q_
             next_state, reward, terminated, truncated, _ = env.step(action)
             visits[state, action] += 1
             alpha_n = _step_size(alpha, visits[state, action], alpha_power)
-            q = q_learning_update(q, state, action, reward, next_state, terminated, alpha_n, gamma)
+            q = _q_update(q, state, action, reward, q[next_state].max(), terminated, alpha_n, gamma)  # Q-learning
             total, length, done = total + reward, length + 1, terminated or truncated
             state = next_state
         _record(history, total, length, q, q_exact)
