@@ -6,12 +6,18 @@ Every notebook in notebooks/ that has nbgrader cells becomes an assignment of th
     build/nbgrader/source/<name>/<name>.ipynb     the instructor version (the notebook as committed)
     build/nbgrader/release/<name>/<name>.ipynb    the student version: solutions replaced by stubs,
                                                   hidden tests removed
-A teacher hands out release/; submitted copies go to submitted/<student>/<name>/ and
-`nbgrader autograde <name>` (run inside build/nbgrader) grades them.
+    build/nbgrader/nbgrader_config.py             course id `rlnotes`, the exchange folder, the longer
+                                                  cell timeout that autograde needs
+From there on it is nbgrader's own commands, run inside build/nbgrader (README, "For teachers"):
+`nbgrader release_assignment <name>` puts the release in the exchange (build/nbgrader/exchange by
+default, `--exchange /srv/nbgrader/exchange` for a shared machine), students `nbgrader fetch_assignment`
+and `nbgrader submit`, then `nbgrader collect`, `nbgrader autograde`, `nbgrader generate_feedback` and
+`nbgrader export`. Without an exchange, submitted copies go to submitted/<student>/<name>/.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -19,14 +25,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["assignment_notebooks", "build_course", "generate", "validate", "main"]
+__all__ = ["COURSE_ID", "assignment_notebooks", "build_course", "generate", "generate_all", "validate", "nbgrader", "main"]
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+COURSE_ID = "rlnotes"
 
 # nbgrader executes whole notebooks: training cells need more than its 30 s default, and fast mode.
 CONFIG = """\
 c = get_config()
 c.CourseDirectory.root = {root!r}
+c.CourseDirectory.course_id = {course_id!r}
+c.Exchange.root = {exchange!r}
 c.Execute.timeout = 900
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
 """
@@ -42,7 +51,9 @@ def assignment_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
     return found
 
 
-def _nbgrader(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def nbgrader(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """`nbgrader <args>` run in `cwd` with this interpreter, in fast mode (RLNOTES_FAST=1): what autograde
+    and validate execute. Raises RuntimeError with nbgrader's output when it fails and `check` is set."""
     env = dict(os.environ, RLNOTES_FAST="1", MPLBACKEND="Agg")
     # The first generate_assignment runs `alembic` from PATH: put this interpreter's bin first.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
@@ -54,11 +65,16 @@ def _nbgrader(args: list[str], cwd: Path, check: bool = True) -> subprocess.Comp
     return result
 
 
-def build_course(root: Path, notebooks: list[Path] | None = None) -> list[str]:
-    """Lay out an nbgrader course folder under `root` with one assignment a notebook; return the names."""
+def build_course(root: Path, notebooks: list[Path] | None = None, exchange: Path | None = None) -> list[str]:
+    """Lay out an nbgrader course folder under `root` with one assignment a notebook; return the names.
+
+    exchange: nbgrader's exchange folder for release_assignment / fetch_assignment / submit / collect
+    (default `root`/exchange; nbgrader's own default, for several users of one machine, is /srv/nbgrader/exchange).
+    """
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    (root / "nbgrader_config.py").write_text(CONFIG.format(root=str(root)))
+    exchange = Path(exchange).resolve() if exchange is not None else root / "exchange"
+    (root / "nbgrader_config.py").write_text(CONFIG.format(root=str(root), course_id=COURSE_ID, exchange=str(exchange)))
     names = []
     for path in notebooks if notebooks is not None else assignment_notebooks():
         target = root / "source" / path.stem
@@ -71,8 +87,28 @@ def build_course(root: Path, notebooks: list[Path] | None = None) -> list[str]:
 def generate(root: Path, name: str) -> Path:
     """nbgrader generate_assignment: returns the student release notebook."""
     root = Path(root).resolve()
-    _nbgrader(["generate_assignment", name, "--force"], cwd=root)
+    nbgrader(["generate_assignment", name, "--force"], cwd=root)
     return root / "release" / name / f"{name}.ipynb"
+
+
+def generate_all(root: Path, names: list[str]) -> list[Path]:
+    """generate_assignment for every name, through nbgrader's Python API (NbGraderAPI) in this process: the
+    same converter as `nbgrader generate_assignment`, without paying nbgrader's start-up once an assignment.
+    Reads the course's nbgrader_config.py; returns the student release notebooks."""
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config.loader import PyFileConfigLoader
+
+    root = Path(root).resolve()
+    # Creating the gradebook runs `alembic` from PATH: put this interpreter's bin first.
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    api = NbGraderAPI(config=PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config())
+    releases = []
+    for name in names:
+        result = api.generate_assignment(name, force=True)
+        if not result["success"]:
+            raise RuntimeError(f"nbgrader generate_assignment {name} failed:\n{result.get('log', '')}\n{result.get('error', '')}")
+        releases.append(root / "release" / name / f"{name}.ipynb")
+    return releases
 
 
 def validate(notebook: Path, invert: bool = False) -> subprocess.CompletedProcess:
@@ -81,15 +117,19 @@ def validate(notebook: Path, invert: bool = False) -> subprocess.CompletedProces
     # Run inside the course folder, so nbgrader reads its config (the longer cell timeout).
     course = next((p for p in notebook.parents if (p / "nbgrader_config.py").exists()), notebook.parent)
     args = ["validate", str(notebook)] + (["--invert"] if invert else [])
-    return _nbgrader(args, cwd=course, check=False)
+    return nbgrader(args, cwd=course, check=False)
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    root = Path(argv[0] if argv else "build/nbgrader")
-    for name in build_course(root):
-        release = generate(root, name)
+    parser = argparse.ArgumentParser(description="nbgrader student release of every notebook with exercises")
+    parser.add_argument("root", nargs="?", default="build/nbgrader", help="the course folder (default build/nbgrader)")
+    parser.add_argument("--exchange", default=None, help="nbgrader's exchange folder (default ROOT/exchange)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    root = Path(args.root)
+    names = build_course(root, exchange=args.exchange)
+    for name, release in zip(names, generate_all(root, names)):
         print(f"{name}: student release at {release}")
+    print(f"course {COURSE_ID!r} in {root.resolve()}; next, inside it: nbgrader release_assignment <name>")
     return 0
 
 

@@ -1,0 +1,248 @@
+"""The classroom as a teacher and three students live it, through nbgrader's own commands.
+
+`make assignments` (python -m rlnotes.assignments) lays out the course and releases every chapter with
+exercises; each release is checked to carry nothing of a solution or a hidden test (every chapter,
+07_grpo and 08_rlhf included as soon as they exist). Then one chapter goes through a whole term:
+
+    teacher   nbgrader release_assignment        (into the course's exchange folder)
+    students  nbgrader fetch_assignment, edit, nbgrader submit --student <id>
+    teacher   nbgrader collect, nbgrader autograde, nbgrader generate_feedback, nbgrader export
+
+ada submits the solutions (full marks), ben a plausible mistake in one exercise (that exercise 0, the
+others full), cy the untouched release (0). Marks are read from nbgrader's gradebook (its Gradebook
+API) and from `nbgrader export`'s CSV; ben's feedback page names the test he failed.
+
+Autograde executes whole notebooks (fast mode, RLNOTES_FAST=1): the class plays one cheap chapter,
+02_policy_gradient (about 15 s of CPU a run in fast mode), three runs in all.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rlnotes import assignments
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTER = "02_policy_gradient"
+WRONG_EXERCISE = "reward_to_go"  # ben forgets the discount: the plain sum of the rewards to go
+WRONG_SOURCE = '''def reward_to_go(rewards, gamma):
+    out = torch.zeros_like(rewards)
+    running = 0.0
+    for t in reversed(range(len(rewards))):
+        running = rewards[t] + running
+        out[t] = running
+    return out
+'''
+STUDENTS = ("ada", "ben", "cy")
+
+
+def _chapters_with_exercises() -> list[Path]:
+    """Every notebooks/*.ipynb with an nbgrader cell, found here independently of rlnotes.assignments."""
+    found = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        if any("nbgrader" in cell.get("metadata", {}) for cell in json.loads(path.read_text())["cells"]):
+            found.append(path)
+    return found
+
+
+CHAPTERS = _chapters_with_exercises()
+
+
+def _cells(path: Path) -> list[dict]:
+    return json.loads(Path(path).read_text())["cells"]
+
+
+def _source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def _grade_id(cell: dict):
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+BLOCKS = (("### BEGIN SOLUTION", "### END SOLUTION"), ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"),
+          ("=== BEGIN MARK SCHEME ===", "=== END MARK SCHEME ==="))
+
+
+def _secret_and_public_lines(path: Path) -> tuple[set[str], set[str]]:
+    """Lines (stripped) inside solution, hidden-test and mark-scheme blocks, and the lines outside them."""
+    secret, public = set(), set()
+    for cell in _cells(path):
+        rest = _source(cell)
+        for begin, end in BLOCKS:
+            for block in re.findall(re.escape(begin) + r"(.*?)" + re.escape(end), rest, flags=re.S):
+                secret |= {line.strip() for line in block.splitlines() if line.strip()}
+            rest = re.sub(re.escape(begin) + r".*?" + re.escape(end), "", rest, flags=re.S)
+        public |= {line.strip() for line in rest.splitlines() if line.strip()}
+    return secret, public
+
+
+TIMES: list[tuple[str, float]] = []  # (nbgrader command, wall seconds): printed by pytest -s
+
+
+def _run(args, cwd) -> subprocess.CompletedProcess:
+    start = time.perf_counter()
+    try:
+        return assignments.nbgrader(args, cwd=cwd)
+    finally:
+        TIMES.append((args[0], time.perf_counter() - start))
+        print(f"nbgrader {args[0]}: {TIMES[-1][1]:.1f} s", flush=True)
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """What `make assignments` builds (its recipe, with a temporary folder): every chapter released."""
+    root = tmp_path_factory.mktemp("course")
+    done = subprocess.run([sys.executable, "-m", "rlnotes.assignments", str(root)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root
+
+
+def test_make_assignments_runs_the_course_builder():
+    recipe = re.search(r"^assignments:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), flags=re.M)
+    assert recipe and "-m rlnotes.assignments" in recipe.group(1)
+
+
+def test_every_chapter_with_exercises_is_released(course):
+    assert any(p.stem == "00_notation" for p in CHAPTERS)
+    released = sorted(p.name for p in (course / "release").iterdir())
+    assert released == [p.stem for p in CHAPTERS]
+    for path in CHAPTERS:
+        assert sorted(p.name for p in (course / "release" / path.stem).iterdir()) == [path.name]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_release_carries_no_solution_and_no_hidden_test(course, chapter):
+    release = course / "release" / chapter.stem / chapter.name
+    chapter = course / "source" / chapter.stem / chapter.name  # the instructor version it was built from
+    cells = _cells(release)
+    text = "\n".join(_source(c) for c in cells)
+    for begin, end in BLOCKS:
+        assert begin not in text and end not in text
+    secret, public = _secret_and_public_lines(chapter)
+    assert secret, f"{chapter.name} has exercises but no solution or hidden-test lines"
+    # A secret line may legitimately appear in the release only where the instructor's notebook also
+    # shows it outside the blocks (a `return out` in an example, say).
+    leaked = sorted(line for line in secret - public if line in {l.strip() for l in text.splitlines()})
+    assert not leaked, f"{chapter.name}: release shows solution or hidden-test lines: {leaked[:5]}"
+    assert not any(c.get("outputs") or c.get("execution_count") for c in cells if c["cell_type"] == "code")
+
+    # The exercises are still there as stubs, and every graded test cell is there, hidden part removed.
+    source = {_grade_id(c): c for c in _cells(chapter) if _grade_id(c)}
+    shipped = {_grade_id(c): c for c in cells if _grade_id(c)}
+    assert shipped.keys() == source.keys()
+    for grade_id, cell in source.items():
+        meta = cell["metadata"]["nbgrader"]
+        if meta.get("solution") and cell["cell_type"] == "code":
+            assert "raise NotImplementedError()" in _source(shipped[grade_id])
+        if meta.get("grade") and not meta.get("solution"):
+            visible = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", "", _source(cell), flags=re.S)
+            assert _source(shipped[grade_id]).strip() == visible.strip()
+
+
+def _solved(release: Path, instructor: Path, wrong: dict[str, str]) -> dict:
+    """The release with each exercise answered as the instructor did (markers dropped), or by `wrong`."""
+    nb = json.loads(release.read_text())
+    answers = {_grade_id(c): _source(c) for c in _cells(instructor) if _grade_id(c)}
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("solution") and cell["cell_type"] == "code":
+            markers = ("### BEGIN SOLUTION", "### END SOLUTION")
+            cell["source"] = wrong.get(meta["grade_id"]) or "\n".join(
+                line for line in answers[meta["grade_id"]].splitlines() if line.strip() not in markers)
+    return nb
+
+
+@pytest.fixture(scope="module")
+def term(course, tmp_path_factory):
+    """One chapter through a term: release, three students fetch and submit, collect, autograde, feedback."""
+    exchange = course / "exchange"
+    _run(["release_assignment", CHAPTER], cwd=course)
+    assert (exchange / assignments.COURSE_ID / "outbound" / CHAPTER / f"{CHAPTER}.ipynb").exists()
+
+    instructor = course / "source" / CHAPTER / f"{CHAPTER}.ipynb"
+    work = {"ada": {}, "ben": {WRONG_EXERCISE: WRONG_SOURCE}, "cy": None}
+    for student in STUDENTS:
+        home = tmp_path_factory.mktemp(f"home_{student}")  # outside the course: no instructor config there
+        student_args = [f"--course={assignments.COURSE_ID}", f"--Exchange.root={exchange}"]
+        _run(["fetch_assignment", CHAPTER, *student_args], cwd=home)
+        mine = home / CHAPTER / f"{CHAPTER}.ipynb"
+        assert mine.exists()
+        if work[student] is not None:
+            mine.write_text(json.dumps(_solved(mine, instructor, work[student]), indent=1))
+        _run(["submit", CHAPTER, f"--student={student}", *student_args], cwd=home)
+
+    _run(["collect", CHAPTER], cwd=course)
+    for student in STUDENTS:
+        assert (course / "submitted" / student / CHAPTER / f"{CHAPTER}.ipynb").exists()
+    graded = _run(["autograde", CHAPTER], cwd=course)
+    _run(["generate_feedback", CHAPTER], cwd=course)
+    exported = course / "grades.csv"
+    _run(["export", f"--to={exported}"], cwd=course)
+    return {"root": course, "autograde": graded, "csv": exported}
+
+
+def _marks(root: Path) -> dict:
+    from nbgrader.api import Gradebook
+
+    marks = {}
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        for student in STUDENTS:
+            submission = gb.find_submission_notebook(CHAPTER, CHAPTER, student)
+            marks[student] = {
+                "total": (submission.score, submission.max_score),
+                "tests": {g.name: g.score for g in submission.grades},
+            }
+    return marks
+
+
+def test_marks_in_the_gradebook(term):
+    marks = _marks(term["root"])
+    tests = {f"test_{name}" for name in ("log_derivative_estimate", "reward_to_go", "gaussian_score")}
+    assert marks["ada"]["total"] == (3.0, 3.0), marks["ada"]
+    assert marks["ada"]["tests"] == dict.fromkeys(tests, 1.0)
+    assert marks["ben"]["total"] == (2.0, 3.0), marks["ben"]
+    assert marks["ben"]["tests"] == {**dict.fromkeys(tests, 1.0), "test_reward_to_go": 0.0}
+    assert marks["cy"]["total"] == (0.0, 3.0), marks["cy"]
+    assert marks["cy"]["tests"] == dict.fromkeys(tests, 0.0)
+
+
+def test_marks_in_nbgrader_export(term):
+    rows = {row["student_id"]: row for row in csv.DictReader(term["csv"].open()) if row["assignment"] == CHAPTER}
+    scores = {s: (float(rows[s]["score"]), float(rows[s]["max_score"])) for s in STUDENTS}
+    assert scores == {"ada": (3.0, 3.0), "ben": (2.0, 3.0), "cy": (0.0, 3.0)}
+
+
+def _feedback(root: Path, student: str) -> str:
+    path = root / "feedback" / student / CHAPTER / f"{CHAPTER}.html"
+    assert path.exists(), f"no feedback for {student}"
+    return path.read_text()
+
+
+def test_feedback_names_the_failed_test(term):
+    ben = _feedback(term["root"], "ben")
+    assert "Score: 2.0 / 3.0" in ben
+    # nbgrader's feedback page lists every graded cell with its points; ben's failed one with 0 and its error.
+    assert re.search(r"test_reward_to_go.{0,300}?\(Score: 0\.0 / 1\.0\)", ben, flags=re.S), "the failed test is not named"
+    assert "AssertionError" in ben and "Traceback (most recent call last)" in ben
+    ada = _feedback(term["root"], "ada")
+    assert "Score: 3.0 / 3.0" in ada and "Traceback (most recent call last)" not in ada
+    cy = _feedback(term["root"], "cy")
+    assert "Score: 0.0 / 3.0" in cy and "NotImplementedError" in cy
+
+
+def test_solutions_and_hidden_tests_stay_with_the_teacher(term):
+    """What the students got from the exchange is the checked release: the exchange holds no solution."""
+    root = term["root"]
+    outbound = root / "exchange" / assignments.COURSE_ID / "outbound" / CHAPTER / f"{CHAPTER}.ipynb"
+    assert outbound.read_text() == (root / "release" / CHAPTER / f"{CHAPTER}.ipynb").read_text()
