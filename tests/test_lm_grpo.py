@@ -15,13 +15,11 @@ from rlnotes.lm.task import AdditionTask
 
 torch.set_num_threads(1)
 TASK = AdditionTask()
-SFT = sft.Config(seed=1, steps=300, eval_every=1000, progress_bar=False)
 
 
 @pytest.fixture(scope="module")
-def sft_model():
-    model, _ = sft.train(SFT, task=TASK)
-    return model
+def sft_model(sft_run):  # conftest.py: seed 1, 500 steps
+    return sft_run[0]
 
 
 @pytest.fixture(scope="module")

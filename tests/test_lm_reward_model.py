@@ -18,7 +18,6 @@ from rlnotes.preference import reward_model_loss
 torch.set_num_threads(1)
 TASK = AdditionTask()
 TOK = TASK.tokenizer
-SFT = sft.Config(seed=1, steps=300, eval_every=1000, progress_bar=False)  # as in test_lm_training: ~10 s
 FAST_RM = dict(seed=1, steps=120, train_prompts=1000, eval_prompts=300, eval_every=120, progress_bar=False)  # ~5 s
 
 
@@ -108,9 +107,8 @@ def test_ranking_loss_is_reward_model_loss_averaged_over_the_comparisons():
 
 
 @pytest.fixture(scope="module")
-def sft_model():
-    model, _ = sft.train(SFT, task=TASK)
-    return model
+def sft_model(sft_run):  # conftest.py: seed 1, 500 steps
+    return sft_run[0]
 
 
 def test_readouts_read_the_right_positions(sft_model):

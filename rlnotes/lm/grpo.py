@@ -20,8 +20,10 @@ as ``zero_variance_share``. Three choices of the literature are options: ``scale
 the group's std; Dr. GRPO, Liu et al. 2025, does not), ``leave_one_out`` (RLOO, Ahmadian et al. 2024: the
 baseline of each answer is the mean of the OTHER G - 1), and ``aggregation``.
 
-Defaults measured on this task (a prototype: G 8 x 32 prompts an iteration, 2 inner steps, lr 1e-4,
-eps 0.2, k3 beta 0.04, as DeepSeekMath's beta and TRL's GRPOConfig beta of 0.04).
+Defaults: G 8 x 32 prompts an iteration, 2 inner steps, eps 0.2, k3 beta 0.04 (DeepSeekMath's beta and
+TRL's GRPOConfig default), learning rate 3e-4, chosen on seed 4 (after 350 iterations from the SFT model,
+held-out sampled accuracy +26.6 points with greedy -0.6 at 3e-4; +26.4 with greedy -1.9 at 5e-4) and seed
+1 (+18 points at 1e-4); chapter 07 reports its numbers on seeds 1 to 3.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Config:
     prompts_per_iteration: int = field(default=32, metadata={"help": "B, training prompts an iteration; 16 to 64"})
     group_size: int = field(default=8, metadata={"help": "G, answers sampled per prompt; 4 to 16 (>= 2)"})
     inner_steps: int = field(default=2, metadata={"help": "gradient steps on each rollout (PPO's epochs); 1 to 4"})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Adam step size; 3e-5 to 3e-4"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Adam step size; 1e-4 to 5e-4"})
     clip_eps: float = field(default=0.2, metadata={"help": "clip range of the ratio, 1 +- eps; 0.1 to 0.3"})
     clip_eps_high: float = field(default=0.0, metadata={"help": "upper clip range (DAPO's clip-higher, 0.28); 0: = clip_eps"})
     beta: float = field(default=0.04, metadata={"help": "weight of the k3 KL to pi_ref per token; 0 to 0.1"})

@@ -62,6 +62,7 @@ class Config:
     prompts_per_iteration: int = field(default=64, metadata={"help": "training prompts a rollout; 32 to 128"})
     samples_per_prompt: int = field(default=4, metadata={"help": "answers sampled per prompt; 1 to 8"})
     epochs: int = field(default=2, metadata={"help": "passes over each rollout (PPO's epochs); 1 to 4"})
+    minibatches: int = field(default=4, metadata={"help": "minibatches an epoch is split into (answers, not tokens); 1 to 8"})
     learning_rate: float = field(default=1e-4, metadata={"help": "policy Adam step size; 1e-5 to 3e-4"})
     critic_learning_rate: float = field(default=1e-3, metadata={"help": "critic Adam step size; 1e-4 to 3e-3"})
     beta: float = field(default=0.1, metadata={"help": "KL coefficient in the per-token reward (initial, if adaptive); 0 to 0.3"})
@@ -86,7 +87,7 @@ class Config:
     def __post_init__(self):
         check_fields(self, "rlhf.Config",
                      at_least_one=("sft_steps", "rm_steps", "iterations", "prompts_per_iteration", "samples_per_prompt",
-                                   "epochs", "eval_every", "eval_samples", "probe_prompts", "num_threads"),
+                                   "epochs", "minibatches", "eval_every", "eval_samples", "probe_prompts", "num_threads"),
                      unit_interval=("gamma", "lam"),
                      positive=("learning_rate", "critic_learning_rate", "clip_eps", "temperature", "kl_target"),
                      non_negative=("seed", "rm_train_prompts", "beta", "value_clip", "no_eos_penalty", "max_grad_norm",
@@ -260,14 +261,19 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, reward
             advantages = torch.where(mask, advantages, 0.0)
             advantages[mask] = normalize(advantages[mask])
 
-        # epochs on the whole rollout: clipped surrogate for the policy, clipped value loss for the critic
+        # epochs of minibatches: clipped surrogate for the policy, clipped value loss for the critic
+        M = len(data.rewards)
         for _ in range(config.epochs):
-            logp = completion_slice(sequence_logprobs(policy, data.tokens, data.completion_mask)["per_token"], P)
-            pg_loss = aggregate(clipped_surrogate(logp, old_logp, advantages, config.clip_eps), mask, "dapo")
-            _step(policy_opt, policy, pg_loss, config.max_grad_norm)
-            values = completion_slice(critic(data.tokens), P)
-            v_loss = value_loss(values[mask], returns[mask], old_values[mask], config.value_clip or None)
-            _step(critic_opt, critic, v_loss, config.max_grad_norm)
+            order = torch.randperm(M, generator=generator)
+            for rows in order.chunk(config.minibatches):
+                mb_mask = mask[rows]  # (b, N)
+                out = sequence_logprobs(policy, data.tokens[rows], data.completion_mask[rows])
+                logp = completion_slice(out["per_token"], P)  # (b, N)
+                pg_loss = aggregate(clipped_surrogate(logp, old_logp[rows], advantages[rows], config.clip_eps), mb_mask, "dapo")
+                _step(policy_opt, policy, pg_loss, config.max_grad_norm)
+                values = completion_slice(critic(data.tokens[rows]), P)  # (b, N)
+                v_loss = value_loss(values[mb_mask], returns[rows][mb_mask], old_values[rows][mb_mask], config.value_clip or None)
+                _step(critic_opt, critic, v_loss, config.max_grad_norm)
 
         # diagnostics
         kl_per_answer = (kl_estimate(old_logp, ref_logp, config.kl_kind) * mask).sum(-1).mean().item()
@@ -278,7 +284,7 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, reward
         history["true_reward"].append(task.reward(data.pairs, data.completions).float().mean().item())
         history["kl"].append(kl_per_answer)
         history["beta"].append(beta)
-        history["clip_fraction"].append(clip_fraction(logp[mask], old_logp[mask], config.clip_eps).item())
+        history["clip_fraction"].append(clip_fraction(logp[mb_mask], old_logp[rows][mb_mask], config.clip_eps).item())  # last minibatch
         history["value_loss"].append(v_loss.item())
         history["explained_variance"].append(float(explained_variance(old_values[mask], returns[mask])))
         history["length"].append(mask.sum(-1).float().mean().item())
