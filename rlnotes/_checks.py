@@ -7,6 +7,7 @@ instead of turning into a silent NaN three cells later.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -96,6 +97,15 @@ def finite_number(fn: str, name: str, value) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{fn}: {name} must be a finite number, got {value}")
     return value
+
+
+def option(default, help: str):
+    """A Config field with its one-line help (as CleanRL documents its `Args`): what `rlnotes train --help` shows.
+
+    ``num_steps: int = option(5, "steps of each env per rollout; typical 5-20")``. Keep the help short
+    (<= 90 characters, tests/test_architecture.py) and give the typical range where one exists.
+    """
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def check_fields(config, where: str, at_least_one=(), unit_interval=(), positive=(), non_negative=()) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlnotes import nets
-from rlnotes.algos.common import collect_rollout, env_actions, evaluate, freeze_distribution, policy_kl
+from rlnotes.algos.common import collect_rollout, env_actions, eval_returns, freeze_distribution, policy_kl
 from rlnotes.envs import make_vec
 
 
@@ -70,11 +70,11 @@ def test_rollout_bootstraps_a_truncated_episode_from_its_final_observation():
     assert next_obs.shape == (2, 4)
 
 
-def test_evaluate_matches_a_hand_loop():
+def test_eval_returns_matches_a_hand_loop():
     def always_right(obs):
         return torch.ones(len(obs), dtype=torch.long)
 
-    returns = evaluate(always_right, "CartPole-v1", 3, seed=11)
+    returns = eval_returns(always_right, "CartPole-v1", 3, seed=11)
     for k, ret in enumerate(returns):
         env = gym.make("CartPole-v1")
         env.reset(seed=11 + k)
@@ -84,7 +84,7 @@ def test_evaluate_matches_a_hand_loop():
             total, done = total + reward, terminated or truncated
         assert ret == total
     with pytest.raises(ValueError, match="episodes"):
-        evaluate(always_right, "CartPole-v1", 0, seed=0)
+        eval_returns(always_right, "CartPole-v1", 0, seed=0)
 
 
 def test_policy_kl_with_masked_actions_is_finite():

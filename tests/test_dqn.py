@@ -133,5 +133,6 @@ def test_dqn_learns_cartpole():
     assert history["eval_mean"] > 5 * RANDOM_CARTPOLE_RETURN, history["eval_means"]
     assert len(history["eval_returns"]) == config.eval_episodes
     assert records and records[-1]["step"] == history["eval_steps"][-1]
-    assert history["losses"] and all(np.isfinite(history["losses"]))
+    assert history["loss"] and all(np.isfinite(history["loss"]))
+    assert len(history["update_steps"]) == len(history["loss"]) == len(history["q_mean"])
     assert isinstance(history["agent"], QNetwork)

@@ -15,6 +15,7 @@ from rlnotes.algos import trpo
 from rlnotes.algos.common import collect_rollout, freeze_distribution, policy_kl
 from rlnotes.divergences import kl_categorical, kl_gaussian
 from rlnotes.envs import make_vec
+from rlnotes.exact import trust_region
 
 torch.set_num_threads(1)
 F64 = torch.float64
@@ -198,7 +199,7 @@ def test_quadratic_and_linear_models_are_exact_near_theta_old():
                           cg_iterations=20)
     s, Fs = info["direction"], info["fisher_direction"]
     small = info["step_size"] * torch.tensor([0.02, 0.05, 0.1])
-    along = trpo.along_direction(policy, batch["obs"], batch["actions"], advantages, info["theta_old"], s, small)
+    along = trust_region.along_direction(policy, batch["obs"], batch["actions"], advantages, info["theta_old"], s, small)
     sFs = float(s @ Fs) - 0.1 * float(s @ s)  # F s without the damping term: the true Fisher's quadratic form
     quadratic = 0.5 * small.double() ** 2 * sFs
     linear = small.double() * float(info["g"] @ s)
@@ -244,3 +245,14 @@ def test_cli_builds_trpo_options_from_the_config():
     config = cli.config_from_args(trpo.Config, args)
     assert (config.seed, config.max_kl, config.batch_size) == (3, 0.02, 1024)
     assert dataclasses.asdict(config)["num_envs"] == 2
+
+
+def test_trpo_step_defaults_equal_the_config_defaults():
+    """One source of truth: the function's keyword defaults are the Config's (damping was 0.1 against 1e-3)."""
+    import inspect
+
+    defaults = {k: v.default for k, v in inspect.signature(trpo.trpo_step).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+    config = trpo.Config()
+    for name in ("max_kl", "damping", "cg_iterations", "backtrack_ratio", "max_backtracks"):
+        assert defaults[name] == getattr(config, name), name

@@ -26,50 +26,49 @@ lr 1e-3 on 6 seeds: none solved CartPole in clearly fewer steps, so the defaults
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from rlnotes._checks import check_fields, option
 from rlnotes.advantages import gae, normalize
-from rlnotes._checks import check_fields
-from rlnotes.algos.common import Evaluator, collect_rollout
+from rlnotes.algos.common import OPTIMIZERS, Evaluator, collect_rollout, episode_flags, make_optimizer, minibatches
 from rlnotes.envs import make_vec
 from rlnotes.nets import ValueNetwork, flat_size, make_policy
 from rlnotes.objectives import explained_variance, pg_loss, value_loss
 from rlnotes.utils import seed_everything
 
-__all__ = ["Config", "OPTIMIZERS", "episode_flags", "train"]
-
-OPTIMIZERS = ("adam", "rmsprop")
+__all__ = ["Config", "OPTIMIZERS", "episode_flags", "policy_loss", "train"]
 
 
 @dataclass
 class Config:
-    env: str = field(default="CartPole-v1", metadata={"help": "gymnasium id: Box observations, Discrete or Box actions"})
-    seed: int = field(default=1, metadata={"help": "seed of python, numpy, torch and the envs"})
-    total_steps: int = field(default=200_000, metadata={"help": "budget of environment steps (all envs together)"})
-    num_envs: int = field(default=8, metadata={"help": "parallel environments collecting the rollout"})
-    num_steps: int = field(default=5, metadata={"help": "steps of each env per rollout (batch = num_envs * num_steps)"})
-    optimizer: str = field(default="rmsprop", metadata={"help": "rmsprop (alpha 0.99, eps 1e-5, as Stable-Baselines3's A2C) or adam"})
-    learning_rate: float = field(default=7e-4, metadata={"help": "step size of the optimizer"})
-    gamma: float = field(default=0.99, metadata={"help": "discount factor, in [0, 1]"})
-    gae_lambda: float = field(default=1.0, metadata={"help": "GAE lambda, in [0, 1]: 0 is the TD error; 1 sums the real rewards to the end of the rollout (or episode) and bootstraps from V there: an n-step advantage, n <= num_steps"})
-    normalize_advantages: bool = field(default=False, metadata={"help": "centre and scale the advantages of each batch"})
-    bootstrap_truncated: bool = field(default=True, metadata={"help": "bootstrap a time-limit cut from V(final obs); off treats truncation as termination (the classic bug, for notebook 03)"})
-    ent_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus (>= 0)"})
-    vf_coef: float = field(default=0.5, metadata={"help": "weight of the value loss"})
-    max_grad_norm: float = field(default=0.5, metadata={"help": "clip the gradient's global norm to this"})
-    hidden_size: int = field(default=64, metadata={"help": "units in each hidden layer (policy and critic)"})
-    hidden_layers: int = field(default=2, metadata={"help": "number of hidden layers (policy and critic)"})
-    log_std_init: float = field(default=0.0, metadata={"help": "initial log std of a Gaussian policy (Box actions)"})
-    max_episode_steps: int = field(default=0, metadata={"help": "time limit of an episode; 0 keeps the env's own"})
-    eval_every: int = field(default=2_048, metadata={"help": "env steps between deterministic evaluations (not timed)"})
-    eval_episodes: int = field(default=10, metadata={"help": "deterministic episodes per evaluation, and in the final one"})
-    stop_when_solved: bool = field(default=True, metadata={"help": "stop once an evaluation reaches the env's reward_threshold"})
-    num_threads: int = field(default=1, metadata={"help": "torch.set_num_threads; 1 is fastest for small nets"})
-    progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+    env: str = option("CartPole-v1", "gymnasium id: Box observations, Discrete or Box actions")
+    seed: int = option(1, "seed of python, numpy, torch and the envs")
+    total_steps: int = option(200_000, "budget of env steps, all envs together")
+    num_envs: int = option(8, "parallel envs collecting the rollout; typical 4-16")
+    num_steps: int = option(5, "steps of each env per rollout (batch = num_envs * num_steps); typical 5-20")
+    optimizer: str = option("rmsprop", "rmsprop (alpha 0.99, eps 1e-5, as SB3's A2C) or adam")
+    learning_rate: float = option(7e-4, "step size of the optimizer; typical 1e-4 to 1e-3")
+    gamma: float = option(0.99, "discount factor in [0, 1]; typical 0.95-0.999")
+    gae_lambda: float = option(1.0, "GAE lambda in [0, 1]: 0 the TD error, 1 an n-step return; typical 0.9-1")
+    normalize_advantages: bool = option(False, "centre and scale the advantages of each batch")
+    bootstrap_truncated: bool = option(True, "bootstrap a time-limit cut from V(final obs); off: the classic bug")
+    ent_coef: float = option(0.0, "weight of the entropy bonus, >= 0; typical 0-0.01")
+    vf_coef: float = option(0.5, "weight of the value loss; typical 0.25-1")
+    max_grad_norm: float = option(0.5, "clip the gradient's global norm to this; typical 0.5-1")
+    hidden_size: int = option(64, "units in each hidden layer (policy and critic); typical 32-256")
+    hidden_layers: int = option(2, "number of hidden layers (policy and critic); typical 1-3")
+    log_std_init: float = option(0.0, "initial log std of a Gaussian policy (Box actions); typical -1 to 0")
+    max_episode_steps: int = option(0, "time limit of an episode; 0 keeps the env's own")
+    eval_every: int = option(2_048, "env steps between deterministic evaluations (not timed)")
+    eval_episodes: int = option(10, "deterministic episodes per evaluation, and in the final one")
+    stop_when_solved: bool = option(True, "stop once an evaluation reaches the env's reward_threshold")
+    num_threads: int = option(1, "torch.set_num_threads; 1 is fastest for small nets")
+    progress_bar: bool = option(True, "show a tqdm progress bar")
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -91,27 +90,41 @@ class Config:
         return self.num_envs * self.num_steps
 
     @property
+    def epochs(self) -> int:
+        """Passes over each batch: A2C makes one (PPO: several)."""
+        return 1
+
+    @property
+    def minibatch_size(self) -> int:
+        """Samples per gradient step: A2C's one minibatch is the whole batch (PPO: smaller ones)."""
+        return self.batch_size
+
+    @property
     def env_kwargs(self) -> dict:
         return {"max_episode_steps": self.max_episode_steps} if self.max_episode_steps else {}
 
 
-def episode_flags(terminated: torch.Tensor, truncated: torch.Tensor, bootstrap_truncated: bool = True):
-    """The (terminated, truncated) pair that `gae` receives.
+# ---- the policy's loss: the plain policy gradient ------------------------------------------------
 
-    bootstrap_truncated=True passes them through: a time-limit cut is bootstrapped from V(final obs).
-    False reproduces the classic bug, a cut treated as the end of the task: (terminated | truncated, 0).
+
+def policy_loss(dist, actions, advantages):
+    """A2C's policy loss on a minibatch (a scalar to minimize), and the log-probs (B,).
+
+    dist: the current policy's distribution over the B states; actions (B,) or (B, D); advantages (B,).
+        pg_loss(log pi(a|s), A)                                      `objectives.pg_loss`
+    PPO's `policy_loss` also takes the old policy, to keep the new one near it: that is PPO's idea.
     """
-    if bootstrap_truncated:
-        return terminated, truncated
-    return terminated | truncated, torch.zeros_like(truncated)
+    logp = dist.log_prob(actions)  # (B,)
+    return pg_loss(logp, advantages), logp
 
 
 # ---- the training loop ----------------------------------------------------------------------
 
 
+STATS = ("entropy", "policy_loss", "value_loss", "grad_norm")  # per gradient step, averaged per update
 HISTORY_KEYS = (
-    "episode_steps", "episode_returns", "update_steps", "explained_variance", "entropy", "policy_loss", "value_loss",
-    "grad_norm", "eval_steps", "eval_means", "eval_seconds",
+    "episode_steps", "episode_returns", "update_steps", "explained_variance", *STATS,
+    "eval_steps", "eval_means", "eval_seconds",
 )
 
 
@@ -133,7 +146,7 @@ def train(config: Config, progress=None) -> dict:
     """
     # seed
     torch.set_num_threads(config.num_threads)
-    seed_everything(config.seed)
+    generator = seed_everything(config.seed)
 
     # envs
     envs = make_vec(config.env, config.num_envs, seed=config.seed, **config.env_kwargs)
@@ -144,10 +157,7 @@ def train(config: Config, progress=None) -> dict:
     policy = make_policy(envs.single_observation_space, envs.single_action_space, hidden, nn.Tanh, config.log_std_init)
     value_net = ValueNetwork(obs_size, hidden, nn.Tanh)
     params = list(policy.parameters()) + list(value_net.parameters())
-    if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5)
-    else:
-        optimizer = torch.optim.RMSprop(params, lr=config.learning_rate, alpha=0.99, eps=1e-5)
+    optimizer = make_optimizer(config.optimizer, params, config.learning_rate)
 
     # storage
     history = {key: [] for key in HISTORY_KEYS}
@@ -175,27 +185,32 @@ def train(config: Config, progress=None) -> dict:
         # flatten (T, N) -> (B,)
         batch = rollout.flat()
         advantages, returns = advantages.reshape(-1), returns.reshape(-1)
-        if config.normalize_advantages:
-            advantages = normalize(advantages)
 
-        # update: one gradient step on the whole batch
-        dist = policy(batch["obs"])
-        policy_loss = pg_loss(dist.log_prob(batch["actions"]), advantages)
-        entropy = dist.entropy().mean()
-        v_loss = value_loss(value_net(batch["obs"]), returns)
-        loss = policy_loss - config.ent_coef * entropy + config.vf_coef * v_loss
-        optimizer.zero_grad()
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
+        # epochs of minibatches (A2C: one epoch of one minibatch, the whole batch; PPO: several of each)
+        stats = {key: [] for key in STATS}
+        for rows in minibatches(config.batch_size, config.minibatch_size, config.epochs, generator):
+            mb_advantages = advantages[rows]
+            if config.normalize_advantages and len(rows) > 1:
+                mb_advantages = normalize(mb_advantages)
+            dist = policy(batch["obs"][rows])
+            pi_loss, logp = policy_loss(dist, batch["actions"][rows], mb_advantages)
+            entropy = dist.entropy().mean()
+            v_loss = value_loss(value_net(batch["obs"][rows]), returns[rows])
+            loss = pi_loss - config.ent_coef * entropy + config.vf_coef * v_loss
+            optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            stats["entropy"].append(entropy.item())
+            stats["policy_loss"].append(pi_loss.item())
+            stats["value_loss"].append(v_loss.item())
+            stats["grad_norm"].append(grad_norm.item())
 
         # diagnostics: how good is the critic
         history["update_steps"].append(step)
         history["explained_variance"].append(float(explained_variance(batch["values"], returns)))
-        history["entropy"].append(entropy.item())
-        history["policy_loss"].append(policy_loss.item())
-        history["value_loss"].append(v_loss.item())
-        history["grad_norm"].append(grad_norm.item())
+        for key, values in stats.items():
+            history[key].append(float(np.mean(values)))
         train_seconds += time.perf_counter() - tick
         bar.update(config.batch_size)
 

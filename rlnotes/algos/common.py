@@ -18,10 +18,12 @@ import torch
 
 from rlnotes.divergences import kl_categorical, kl_gaussian
 from rlnotes.envs import make_vec
+from rlnotes.objectives import surrogate_loss
 
 __all__ = [
-    "Rollout", "collect_rollout", "env_actions", "evaluate", "Evaluator", "crossed", "EVAL_SEED_OFFSET", "FINAL_EVAL_SEED_OFFSET",
-    "freeze_distribution", "policy_kl",
+    "Rollout", "collect_rollout", "env_actions", "episode_flags", "minibatches", "OPTIMIZERS", "make_optimizer",
+    "eval_returns", "Evaluator", "crossed", "EVAL_SEED_OFFSET", "FINAL_EVAL_SEED_OFFSET",
+    "freeze_distribution", "policy_kl", "surrogate_and_kl",
 ]
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes use seeds the training envs never see
@@ -131,15 +133,61 @@ def collect_rollout(envs: gym.vector.VectorEnv, policy, value_net, obs: np.ndarr
     return rollout, obs
 
 
+def episode_flags(terminated: torch.Tensor, truncated: torch.Tensor, bootstrap_truncated: bool = True):
+    """The (terminated, truncated) pair that `gae` receives.
+
+    bootstrap_truncated=True passes them through: a time-limit cut is bootstrapped from V(final obs).
+    False reproduces the classic bug, a cut treated as the end of the task: (terminated | truncated, 0).
+    Introduced in notebook 03 (`a2c.Config.bootstrap_truncated`; PPO has the same switch).
+    """
+    if bootstrap_truncated:
+        return terminated, truncated
+    return terminated | truncated, torch.zeros_like(truncated)
+
+
+def minibatches(batch_size: int, minibatch_size: int, epochs: int = 1, generator: torch.Generator | None = None):
+    """Row indices of each minibatch: `epochs` passes over range(batch_size), each shuffled, in chunks.
+
+    As CleanRL's and Stable-Baselines3's PPO: a fresh permutation every epoch, chunks of
+    `minibatch_size` (the last may be smaller). One pass with one minibatch of the whole batch (A2C)
+    is the batch in order: nothing to shuffle, and the generator is not touched.
+    """
+    if epochs == 1 and minibatch_size >= batch_size:
+        yield torch.arange(batch_size)
+        return
+    for _ in range(epochs):
+        order = torch.randperm(batch_size, generator=generator)
+        for start in range(0, batch_size, minibatch_size):
+            yield order[start : start + minibatch_size]
+
+
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+def make_optimizer(name: str, params, learning_rate: float) -> torch.optim.Optimizer:
+    """The optimizer of an actor-critic's parameters, with Stable-Baselines3's settings.
+
+    adam: Adam, eps 1e-5 (SB3's ActorCriticPolicy), fused (one kernel: faster on CPU, same update).
+    rmsprop: RMSprop, alpha 0.99, eps 1e-5 (SB3's A2C with use_rms_prop).
+    """
+    if name == "adam":
+        return torch.optim.Adam(params, lr=learning_rate, eps=1e-5, fused=True)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=learning_rate, alpha=0.99, eps=1e-5)
+    raise ValueError(f"make_optimizer: name must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
 @torch.no_grad()
-def evaluate(act, env_id: str, episodes: int, seed: int, **env_kwargs) -> list:
+def eval_returns(act, env_id: str, episodes: int, seed: int, **env_kwargs) -> list:
     """Undiscounted returns of `episodes` episodes, one per env of a vector env seeded seed, seed+1, ...
 
     act(obs (N, obs_size) float32 tensor) -> actions tensor (N,) or (N, D): a deterministic policy,
     e.g. `q_net.greedy` or `policy.deterministic`. Only each env's first episode counts.
+    Named after the history key it fills (`eval_returns`); `rlnotes.lm.sampling.evaluate` is another
+    thing (an accuracy), hence not `evaluate`.
     """
     if episodes < 1:
-        raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
+        raise ValueError(f"eval_returns: episodes must be >= 1, got {episodes}")
     envs = make_vec(env_id, episodes, seed=seed, **env_kwargs)
     obs, _ = envs.reset(seed=seed)
     returns = np.full(episodes, np.nan)
@@ -154,6 +202,11 @@ def evaluate(act, env_id: str, episodes: int, seed: int, **env_kwargs) -> list:
         running[ended] = 0.0
     envs.close()
     return returns.tolist()
+
+
+# Transitional: the old name, still imported by rlnotes/bench.py and notebooks 02 and 03; delete once they
+# import `eval_returns`.
+evaluate = eval_returns
 
 
 def crossed(before: int, after: int, every: int) -> bool:
@@ -193,7 +246,7 @@ class Evaluator:
         (or reached total_steps); `extra` goes into the progress record. Returns True to stop."""
         if not self.due(before, step):
             return False
-        eval_mean = float(np.mean(evaluate(act, self.config.env, self.config.eval_episodes,
+        eval_mean = float(np.mean(eval_returns(act, self.config.env, self.config.eval_episodes,
                                            self.config.seed + EVAL_SEED_OFFSET, **self.env_kwargs)))
         self.history["eval_steps"].append(step)
         self.history["eval_means"].append(eval_mean)
@@ -209,7 +262,7 @@ class Evaluator:
 
     def finish(self, act, step: int, train_seconds: float) -> None:
         """The final evaluation, on seeds used by no earlier evaluation; totals into the history."""
-        returns = evaluate(act, self.config.env, self.config.eval_episodes, self.config.seed + FINAL_EVAL_SEED_OFFSET,
+        returns = eval_returns(act, self.config.env, self.config.eval_episodes, self.config.seed + FINAL_EVAL_SEED_OFFSET,
                            **self.env_kwargs)
         self.history.update(train_seconds=train_seconds, env_steps=step, eval_returns=returns,
                             eval_mean=float(np.mean(returns)))
@@ -248,3 +301,12 @@ def policy_kl(p, q):
         return kl_gaussian(p_base.loc, p_base.scale, q_base.loc, q_base.scale)  # (B, D) -> (B,)
     raise ValueError(f"policy_kl: p and q must both be Categorical or both Independent(Normal), "
                      f"got {type(p).__name__} and {type(q).__name__}")
+
+
+def surrogate_and_kl(policy, obs, actions, old_logp, advantages, old_dist):
+    """The true surrogate mean(r * A) and the true mean KL(pi_old || pi) of `policy` as it is now (no grad)."""
+    with torch.no_grad():
+        dist = policy(obs)
+        surrogate = -surrogate_loss(dist.log_prob(actions), old_logp, advantages).mean()
+        kl = policy_kl(old_dist, dist).mean()
+    return surrogate, kl

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from rlnotes._checks import check_fields, option
 from rlnotes.advantages import td_target
-from rlnotes._checks import check_fields
 from rlnotes.algos.common import Evaluator, crossed
 from rlnotes.envs import final_next_obs, make_vec
 from rlnotes.nets import QNetwork, flat_size
@@ -39,30 +39,30 @@ __all__ = [
 
 @dataclass
 class Config:
-    env: str = field(default="CartPole-v1", metadata={"help": "gymnasium id: Box observations, Discrete actions"})
-    seed: int = field(default=1, metadata={"help": "seed of python, numpy, torch and the envs"})
-    total_steps: int = field(default=50_000, metadata={"help": "budget of environment steps (all envs together)"})
-    num_envs: int = field(default=1, metadata={"help": "parallel environments collecting transitions"})
-    learning_rate: float = field(default=2.3e-3, metadata={"help": "Adam step size"})
-    buffer_size: int = field(default=100_000, metadata={"help": "replay buffer capacity, in transitions"})
-    batch_size: int = field(default=64, metadata={"help": "transitions per gradient step"})
-    gamma: float = field(default=0.99, metadata={"help": "discount factor, in [0, 1]"})
-    learning_starts: int = field(default=1_000, metadata={"help": "env steps of collection before the first update"})
-    train_every: int = field(default=256, metadata={"help": "env steps between two training phases"})
-    gradient_steps: int = field(default=128, metadata={"help": "gradient steps in each training phase"})
-    target_update_every: int = field(default=10, metadata={"help": "env steps between copies of Q into the target network"})
-    start_epsilon: float = field(default=1.0, metadata={"help": "exploration probability at the start"})
-    end_epsilon: float = field(default=0.04, metadata={"help": "exploration probability after the decay"})
-    exploration_fraction: float = field(default=0.16, metadata={"help": "fraction of total_steps over which epsilon decays linearly"})
-    hidden_size: int = field(default=256, metadata={"help": "units in each hidden layer of the Q-network"})
-    hidden_layers: int = field(default=2, metadata={"help": "number of hidden layers of the Q-network"})
-    max_grad_norm: float = field(default=10.0, metadata={"help": "clip the gradient's global norm to this"})
-    double_q: bool = field(default=False, metadata={"help": "double DQN: choose a' with Q, value it with Q_target"})
-    eval_every: int = field(default=2_048, metadata={"help": "env steps between greedy evaluations (not timed)"})
-    eval_episodes: int = field(default=10, metadata={"help": "greedy episodes per evaluation, and in the final one"})
-    stop_when_solved: bool = field(default=True, metadata={"help": "stop once an evaluation reaches the env's reward_threshold"})
-    num_threads: int = field(default=1, metadata={"help": "torch.set_num_threads; 1 is fastest for small nets"})
-    progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+    env: str = option("CartPole-v1", "gymnasium id: Box observations, Discrete actions")
+    seed: int = option(1, "seed of python, numpy, torch and the envs")
+    total_steps: int = option(50_000, "budget of env steps, all envs together")
+    num_envs: int = option(1, "parallel envs collecting transitions; typical 1-8")
+    learning_rate: float = option(2.3e-3, "Adam step size; typical 1e-4 to 3e-3")
+    buffer_size: int = option(100_000, "replay buffer capacity, in transitions; typical 1e4-1e6")
+    batch_size: int = option(64, "transitions per gradient step; typical 32-256")
+    gamma: float = option(0.99, "discount factor in [0, 1]; typical 0.95-0.999")
+    learning_starts: int = option(1_000, "env steps of collection before the first update")
+    train_every: int = option(256, "env steps between two training phases; typical 1-256")
+    gradient_steps: int = option(128, "gradient steps in each training phase; typical 1-128")
+    target_update_every: int = option(10, "env steps between copies of Q into the target network")
+    start_epsilon: float = option(1.0, "exploration probability at the start, in [0, 1]")
+    end_epsilon: float = option(0.04, "exploration probability after the decay; typical 0.01-0.1")
+    exploration_fraction: float = option(0.16, "share of total_steps over which epsilon decays; typical 0.1-0.5")
+    hidden_size: int = option(256, "units in each hidden layer of the Q-network; typical 64-256")
+    hidden_layers: int = option(2, "number of hidden layers of the Q-network; typical 1-3")
+    max_grad_norm: float = option(10.0, "clip the gradient's global norm to this; typical 1-10")
+    double_q: bool = option(False, "double DQN: choose a' with Q, value it with Q_target")
+    eval_every: int = option(2_048, "env steps between greedy evaluations (not timed)")
+    eval_episodes: int = option(10, "greedy episodes per evaluation, and in the final one")
+    stop_when_solved: bool = option(True, "stop once an evaluation reaches the env's reward_threshold")
+    num_threads: int = option(1, "torch.set_num_threads; 1 is fastest for small nets")
+    progress_bar: bool = option(True, "show a tqdm progress bar")
 
     def __post_init__(self):
         check_fields(
@@ -198,13 +198,17 @@ def _check_spaces(envs) -> None:
 # ---- the training loop ------------------------------------------------------------------------
 
 
+HISTORY_KEYS = ("episode_steps", "episode_returns", "update_steps", "loss", "q_mean", "eval_steps", "eval_means", "eval_seconds")
+
+
 def train(config: Config, progress=None) -> dict:
     """Train DQN; return the history (dict of lists and numbers) plus the trained network under "agent".
 
     progress(record) is called after each evaluation with a small dict (step, eval_mean, epsilon,
     loss, train_seconds). Keys of the history:
         episode_steps, episode_returns         each finished training episode (exploration included)
-        train_steps, losses, q_means           each training phase: mean Huber loss and mean Q(s, a)
+        update_steps, loss, q_mean             each training phase (an update): env steps so far, mean Huber
+                                               loss and mean Q(s, a) of its gradient steps
         eval_steps, eval_means, eval_seconds   each evaluation; eval_seconds = training time so far
         solved_step, solved_seconds            first evaluation at the env's reward_threshold (or None)
         train_seconds, env_steps               totals (evaluation time excluded)
@@ -228,7 +232,7 @@ def train(config: Config, progress=None) -> dict:
 
     # storage
     buffer = ReplayBuffer(config.buffer_size, obs_shape)
-    history = {key: [] for key in ("episode_steps", "episode_returns", "train_steps", "losses", "q_means")}
+    history = {key: [] for key in HISTORY_KEYS}
 
     obs, _ = envs.reset(seed=config.seed)
     step, train_seconds, loss_value = 0, 0.0, float("nan")
@@ -237,7 +241,7 @@ def train(config: Config, progress=None) -> dict:
     while step < config.total_steps:
         tick = time.perf_counter()
 
-        # rollout: one epsilon-greedy step of every env, no gradient
+        # rollout: one epsilon-greedy step of every env into the replay buffer, no gradient
         epsilon = linear_schedule(config.start_epsilon, config.end_epsilon, config.exploration_steps, step)
         next_obs, info = collect(envs, q_net, obs, epsilon, buffer, generator)
         obs = next_obs  # continue from the reset observation where an episode ended
@@ -246,9 +250,9 @@ def train(config: Config, progress=None) -> dict:
             history["episode_steps"].append(step)
             history["episode_returns"].append(float(info["episode"]["r"][i]))
 
-        # learn: a phase of gradient steps on minibatches from the buffer
+        # update: a phase of gradient steps on minibatches from the buffer (the TD targets are in dqn_loss)
         if step >= config.learning_starts and crossed(before, step, config.train_every):
-            losses, q_means = [], []
+            stats = {key: [] for key in ("loss", "q_mean")}
             for _ in range(config.gradient_steps):
                 batch = buffer.sample(config.batch_size, generator)
                 loss, q_taken = dqn_loss(q_net, target_net, batch, config.gamma, config.double_q)
@@ -256,18 +260,20 @@ def train(config: Config, progress=None) -> dict:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(q_net.parameters(), config.max_grad_norm)
                 optimizer.step()
-                losses.append(loss.item())
-                q_means.append(q_taken.mean().item())
-            loss_value = float(np.mean(losses))
-            history["train_steps"].append(step)
-            history["losses"].append(loss_value)
-            history["q_means"].append(float(np.mean(q_means)))
+                stats["loss"].append(loss.item())
+                stats["q_mean"].append(q_taken.mean().item())
+
+            # diagnostics: the phase's mean loss and mean Q(s, a)
+            history["update_steps"].append(step)
+            for key, values in stats.items():
+                history[key].append(float(np.mean(values)))
+            loss_value = history["loss"][-1]
         if crossed(before, step, config.target_update_every):
             target_net.load_state_dict(q_net.state_dict())
         train_seconds += time.perf_counter() - tick
         bar.update(config.num_envs)
 
-        # diagnostics: greedy evaluation (not timed), early stop when solved
+        # evaluation: greedy, not timed; early stop when solved
         if evaluator(q_net.greedy, before, step, train_seconds, epsilon=epsilon, loss=loss_value):
             break
     bar.close()

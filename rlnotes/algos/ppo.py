@@ -29,16 +29,25 @@ clip_range_vf -> value_clip. The KL variant's d_targ 0.01 and initial beta 1 are
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from rlnotes._checks import check_fields, option
 from rlnotes.advantages import gae, normalize
-from rlnotes._checks import check_fields
-from rlnotes.algos.common import Evaluator, collect_rollout, freeze_distribution, policy_kl
+from rlnotes.algos.common import (
+    OPTIMIZERS,
+    Evaluator,
+    collect_rollout,
+    episode_flags,
+    freeze_distribution,
+    make_optimizer,
+    minibatches,
+    policy_kl,
+)
 from rlnotes.divergences import AdaptiveKL, kl_estimate
 from rlnotes.envs import make_vec
 from rlnotes.nets import ValueNetwork, flat_size, make_policy
@@ -52,39 +61,44 @@ VARIANTS = ("clip", "kl")
 
 @dataclass
 class Config:
-    env: str = field(default="CartPole-v1", metadata={"help": "gymnasium id: Box observations, Discrete or Box actions"})
-    seed: int = field(default=1, metadata={"help": "seed of python, numpy, torch and the envs"})
-    total_steps: int = field(default=100_000, metadata={"help": "budget of environment steps (all envs together)"})
-    variant: str = field(default="clip", metadata={"help": "clip: the clipped surrogate; kl: surrogate - beta * KL, adaptive beta"})
-    num_envs: int = field(default=8, metadata={"help": "parallel environments collecting the rollout"})
-    num_steps: int = field(default=32, metadata={"help": "steps of each env per rollout (batch = num_envs * num_steps)"})
-    epochs: int = field(default=10, metadata={"help": "passes over each batch"})
-    minibatch_size: int = field(default=256, metadata={"help": "samples per gradient step"})
-    learning_rate: float = field(default=3e-3, metadata={"help": "Adam step size (at the start, if annealed)"})
-    anneal_lr: bool = field(default=True, metadata={"help": "decay the learning rate linearly to 0 over total_steps"})
-    clip_eps: float = field(default=0.2, metadata={"help": "clip variant: the ratio is clipped to [1 - eps, 1 + eps]"})
-    anneal_clip: bool = field(default=True, metadata={"help": "clip variant: decay clip_eps linearly over total_steps"})
-    kl_target: float = field(default=0.01, metadata={"help": "kl variant: d_targ, the KL per update that beta aims at"})
-    kl_init_beta: float = field(default=1.0, metadata={"help": "kl variant: the starting beta"})
-    gamma: float = field(default=0.98, metadata={"help": "discount factor, in [0, 1]"})
-    gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda, in [0, 1]"})
-    normalize_advantages: bool = field(default=True, metadata={"help": "centre and scale the advantages of each minibatch"})
-    ent_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus (>= 0)"})
-    vf_coef: float = field(default=0.5, metadata={"help": "weight of the value loss"})
-    value_clip: float = field(default=0.0, metadata={"help": "clip the value change to +- this around the old values (0: off)"})
-    max_grad_norm: float = field(default=0.5, metadata={"help": "clip the gradient's global norm to this"})
-    hidden_size: int = field(default=64, metadata={"help": "units in each hidden layer (policy and critic)"})
-    hidden_layers: int = field(default=2, metadata={"help": "number of hidden layers (policy and critic)"})
-    log_std_init: float = field(default=0.0, metadata={"help": "initial log std of a Gaussian policy (Box actions)"})
-    eval_every: int = field(default=2_048, metadata={"help": "env steps between deterministic evaluations (not timed)"})
-    eval_episodes: int = field(default=10, metadata={"help": "deterministic episodes per evaluation, and in the final one"})
-    stop_when_solved: bool = field(default=True, metadata={"help": "stop once an evaluation reaches the env's reward_threshold"})
-    num_threads: int = field(default=1, metadata={"help": "torch.set_num_threads; 1 is fastest for small nets"})
-    progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+    env: str = option("CartPole-v1", "gymnasium id: Box observations, Discrete or Box actions")
+    seed: int = option(1, "seed of python, numpy, torch and the envs")
+    total_steps: int = option(100_000, "budget of env steps, all envs together")
+    variant: str = option("clip", "clip: the clipped surrogate; kl: surrogate - beta * KL, adaptive beta")
+    num_envs: int = option(8, "parallel envs collecting the rollout; typical 1-64")
+    num_steps: int = option(32, "steps of each env per rollout (batch = num_envs * num_steps); typical 32-2048")
+    epochs: int = option(10, "passes over each batch; typical 3-20")
+    minibatch_size: int = option(256, "samples per gradient step; typical 32-512")
+    optimizer: str = option("adam", "adam (eps 1e-5, as SB3's PPO) or rmsprop")
+    learning_rate: float = option(3e-3, "step size (at the start, if annealed); typical 1e-4 to 3e-3")
+    anneal_lr: bool = option(True, "decay the learning rate linearly to 0 over total_steps")
+    clip_eps: float = option(0.2, "clip variant: the ratio is clipped to [1 - eps, 1 + eps]; typical 0.1-0.3")
+    anneal_clip: bool = option(True, "clip variant: decay clip_eps linearly over total_steps")
+    kl_target: float = option(0.01, "kl variant: d_targ, the KL per update that beta aims at; typical 0.003-0.03")
+    kl_init_beta: float = option(1.0, "kl variant: the starting beta (the paper's 1)")
+    gamma: float = option(0.98, "discount factor in [0, 1]; typical 0.95-0.999")
+    gae_lambda: float = option(0.95, "GAE lambda in [0, 1]; typical 0.9-0.99")
+    normalize_advantages: bool = option(True, "centre and scale the advantages of each minibatch")
+    bootstrap_truncated: bool = option(True, "bootstrap a time-limit cut from V(final obs); off: the classic bug")
+    ent_coef: float = option(0.0, "weight of the entropy bonus, >= 0; typical 0-0.01")
+    vf_coef: float = option(0.5, "weight of the value loss; typical 0.25-1")
+    value_clip: float = option(0.0, "clip the value change to +- this around the old values; 0 is off")
+    max_grad_norm: float = option(0.5, "clip the gradient's global norm to this; typical 0.5-1")
+    hidden_size: int = option(64, "units in each hidden layer (policy and critic); typical 32-256")
+    hidden_layers: int = option(2, "number of hidden layers (policy and critic); typical 1-3")
+    log_std_init: float = option(0.0, "initial log std of a Gaussian policy (Box actions); typical -1 to 0")
+    max_episode_steps: int = option(0, "time limit of an episode; 0 keeps the env's own")
+    eval_every: int = option(2_048, "env steps between deterministic evaluations (not timed)")
+    eval_episodes: int = option(10, "deterministic episodes per evaluation, and in the final one")
+    stop_when_solved: bool = option(True, "stop once an evaluation reaches the env's reward_threshold")
+    num_threads: int = option(1, "torch.set_num_threads; 1 is fastest for small nets")
+    progress_bar: bool = option(True, "show a tqdm progress bar")
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"ppo.Config: variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"ppo.Config: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         check_fields(
             self, "ppo.Config",
             at_least_one=(
@@ -93,13 +107,17 @@ class Config:
             ),
             unit_interval=("gamma", "gae_lambda"),
             positive=("learning_rate", "clip_eps", "kl_target", "kl_init_beta", "max_grad_norm"),
-            non_negative=("ent_coef", "vf_coef", "value_clip", "hidden_layers", "seed"),
+            non_negative=("ent_coef", "vf_coef", "value_clip", "hidden_layers", "seed", "max_episode_steps"),
         )
 
     @property
     def batch_size(self) -> int:
         """Samples per rollout: num_envs * num_steps."""
         return self.num_envs * self.num_steps
+
+    @property
+    def env_kwargs(self) -> dict:
+        return {"max_episode_steps": self.max_episode_steps} if self.max_episode_steps else {}
 
 
 # Hyperparameters for other tasks: ppo.Config(**PRESETS["Pendulum-v1"], seed=...), or on the command line
@@ -140,10 +158,10 @@ def policy_loss(dist, old_dist, actions, old_logp, advantages, variant="clip", c
 # ---- the training loop ----------------------------------------------------------------------
 
 
+STATS = ("clip_fraction", "entropy", "policy_loss", "value_loss", "grad_norm")  # per gradient step, averaged per update
 HISTORY_KEYS = (
-    "episode_steps", "episode_returns", "update_steps", "approx_kl", "approx_kl_k1", "kl", "clip_fraction",
-    "explained_variance", "entropy", "policy_loss", "value_loss", "grad_norm", "beta", "learning_rate", "clip_eps",
-    "eval_steps", "eval_means", "eval_seconds",
+    "episode_steps", "episode_returns", "update_steps", "approx_kl", "approx_kl_k1", "kl", "explained_variance", *STATS,
+    "beta", "learning_rate", "clip_eps", "eval_steps", "eval_means", "eval_seconds",
 )
 
 
@@ -173,15 +191,15 @@ def train(config: Config, progress=None) -> dict:
     generator = seed_everything(config.seed)
 
     # envs
-    envs = make_vec(config.env, config.num_envs, seed=config.seed)
+    envs = make_vec(config.env, config.num_envs, seed=config.seed, **config.env_kwargs)
     obs_size = flat_size(envs.single_observation_space)
 
-    # nets and optimizer: separate policy and critic, one Adam over both
+    # nets and optimizer: separate policy and critic, one optimizer over both
     hidden = (config.hidden_size,) * config.hidden_layers
     policy = make_policy(envs.single_observation_space, envs.single_action_space, hidden, nn.Tanh, config.log_std_init)
     value_net = ValueNetwork(obs_size, hidden, nn.Tanh)
     params = list(policy.parameters()) + list(value_net.parameters())
-    optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5, fused=True)  # fused: one kernel, faster on CPU
+    optimizer = make_optimizer(config.optimizer, params, config.learning_rate)
     adaptive = AdaptiveKL(config.kl_target, config.kl_init_beta)
 
     # storage
@@ -202,17 +220,18 @@ def train(config: Config, progress=None) -> dict:
             history["episode_returns"].append(ret)
 
         # bootstrap and advantages: GAE, termination and truncation kept apart
+        terminated, truncated = episode_flags(rollout.terminated, rollout.truncated, config.bootstrap_truncated)
         with torch.no_grad():
-            advantages, returns = gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
-                                      rollout.truncated, config.gamma, config.gae_lambda)  # (T, N)
+            advantages, returns = gae(rollout.rewards, rollout.values, rollout.next_values, terminated, truncated,
+                                      config.gamma, config.gae_lambda)  # (T, N)
 
-        # flatten (T, N) -> (B,); pi_old is frozen as data
+        # flatten (T, N) -> (B,)
         batch = rollout.flat()
         advantages, returns = advantages.reshape(-1), returns.reshape(-1)
-        with torch.no_grad():
+        with torch.no_grad():  # PPO: pi_old is frozen as data
             old_dist = freeze_distribution(policy(batch["obs"]))
 
-        # schedules: linear decay over the budget not yet spent when this update starts
+        # PPO's schedules: linear decay over the budget not yet spent when this update starts
         remaining = 1.0 - before / config.total_steps
         lr = config.learning_rate * (remaining if config.anneal_lr else 1.0)
         for group in optimizer.param_groups:
@@ -220,46 +239,43 @@ def train(config: Config, progress=None) -> dict:
         clip_eps = config.clip_eps * (remaining if config.anneal_clip and config.variant == "clip" else 1.0)
         beta = adaptive.beta
 
-        # epochs of minibatches
-        stats = {"clip_fraction": [], "entropy": [], "policy_loss": [], "value_loss": [], "grad_norm": []}
-        for _ in range(config.epochs):
-            order = torch.randperm(config.batch_size, generator=generator)
-            for start in range(0, config.batch_size, config.minibatch_size):
-                rows = order[start : start + config.minibatch_size]
-                mb_advantages = advantages[rows]
-                if config.normalize_advantages and len(rows) > 1:
-                    mb_advantages = normalize(mb_advantages)
-                dist = policy(batch["obs"][rows])
-                pg_loss, logp = policy_loss(dist, freeze_distribution(old_dist, rows), batch["actions"][rows],
-                                            batch["logp"][rows], mb_advantages, config.variant, clip_eps, beta)
-                entropy = dist.entropy().mean()
-                v_loss = value_loss(value_net(batch["obs"][rows]), returns[rows], batch["values"][rows],
-                                    config.value_clip if config.value_clip > 0 else None)
-                loss = pg_loss - config.ent_coef * entropy + config.vf_coef * v_loss
-                optimizer.zero_grad()
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                stats["clip_fraction"].append(clip_fraction(logp, batch["logp"][rows], clip_eps).item())
-                stats["entropy"].append(entropy.item())
-                stats["policy_loss"].append(pg_loss.item())
-                stats["value_loss"].append(v_loss.item())
-                stats["grad_norm"].append(grad_norm.item())
+        # epochs of minibatches (A2C: one epoch of one minibatch, the whole batch; PPO: several of each)
+        stats = {key: [] for key in STATS}
+        for rows in minibatches(config.batch_size, config.minibatch_size, config.epochs, generator):
+            mb_advantages = advantages[rows]
+            if config.normalize_advantages and len(rows) > 1:
+                mb_advantages = normalize(mb_advantages)
+            dist = policy(batch["obs"][rows])
+            pi_loss, logp = policy_loss(dist, freeze_distribution(old_dist, rows), batch["actions"][rows],
+                                        batch["logp"][rows], mb_advantages, config.variant, clip_eps, beta)
+            entropy = dist.entropy().mean()
+            v_loss = value_loss(value_net(batch["obs"][rows]), returns[rows], batch["values"][rows],
+                                config.value_clip if config.value_clip > 0 else None)
+            loss = pi_loss - config.ent_coef * entropy + config.vf_coef * v_loss
+            optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            stats["clip_fraction"].append(clip_fraction(logp, batch["logp"][rows], clip_eps).item())
+            stats["entropy"].append(entropy.item())
+            stats["policy_loss"].append(pi_loss.item())
+            stats["value_loss"].append(v_loss.item())
+            stats["grad_norm"].append(grad_norm.item())
 
-        # diagnostics: how far did the policy move, how good is the critic
+        # diagnostics: how good is the critic; PPO: how far did the policy move
+        history["update_steps"].append(step)
+        history["explained_variance"].append(float(explained_variance(batch["values"], returns)))
+        for key, values in stats.items():
+            history[key].append(float(np.mean(values)))
         with torch.no_grad():
             new_dist = policy(batch["obs"])
             new_logp = new_dist.log_prob(batch["actions"])
             kl = float(policy_kl(old_dist, new_dist).mean())
         if config.variant == "kl":
             adaptive.update(kl)  # the d_targ rule: beta x2 above 1.5 d_targ, /2 below d_targ / 1.5
-        history["update_steps"].append(step)
         history["approx_kl"].append(float(kl_estimate(batch["logp"], new_logp, "k3").mean()))
         history["approx_kl_k1"].append(float(kl_estimate(batch["logp"], new_logp, "k1").mean()))
         history["kl"].append(kl)
-        history["explained_variance"].append(float(explained_variance(batch["values"], returns)))
-        for key, values in stats.items():
-            history[key].append(float(np.mean(values)))
         history["beta"].append(beta)
         history["learning_rate"].append(lr)
         history["clip_eps"].append(clip_eps)

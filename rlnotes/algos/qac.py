@@ -31,15 +31,15 @@ tuned ones): the network sizes of `a2c`, Adam, a critic that learns faster than 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from rlnotes._checks import check_fields, option
 from rlnotes.advantages import td_target
-from rlnotes._checks import check_fields
 from rlnotes.algos.common import Evaluator, env_actions
 from rlnotes.envs import final_next_obs, make_vec
 from rlnotes.nets import QCritic, make_policy
@@ -53,23 +53,23 @@ SCORES = ("q", "advantage")
 
 @dataclass
 class Config:
-    env: str = field(default="CartPole-v1", metadata={"help": "gymnasium id: Box observations, Discrete or Box actions"})
-    seed: int = field(default=1, metadata={"help": "seed of python, numpy, torch and the envs"})
-    total_steps: int = field(default=100_000, metadata={"help": "budget of environment steps (all envs together)"})
-    num_envs: int = field(default=16, metadata={"help": "parallel environments; each runs the five steps, one update per step of all"})
-    actor_learning_rate: float = field(default=3e-4, metadata={"help": "Adam step size of the policy (step 5)"})
-    critic_learning_rate: float = field(default=3e-3, metadata={"help": "Adam step size of the Q critic (step 4)"})
-    gamma: float = field(default=0.99, metadata={"help": "discount factor, in [0, 1]"})
-    score: str = field(default="q", metadata={"help": "step 5's score: q (the notes' q(s, a)) or advantage (q(s, a) minus the critic's v(s) = sum_a pi(a|s) q(s, a))"})
-    hidden_size: int = field(default=64, metadata={"help": "units in each hidden layer (policy and critic)"})
-    hidden_layers: int = field(default=2, metadata={"help": "number of hidden layers (policy and critic)"})
-    log_std_init: float = field(default=0.0, metadata={"help": "initial log std of a Gaussian policy (Box actions)"})
-    max_grad_norm: float = field(default=0.5, metadata={"help": "clip each network's gradient norm to this"})
-    eval_every: int = field(default=2_048, metadata={"help": "env steps between deterministic evaluations (not timed)"})
-    eval_episodes: int = field(default=10, metadata={"help": "deterministic episodes per evaluation, and in the final one"})
-    stop_when_solved: bool = field(default=True, metadata={"help": "stop once an evaluation reaches the env's reward_threshold"})
-    num_threads: int = field(default=1, metadata={"help": "torch.set_num_threads; 1 is fastest for small nets"})
-    progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+    env: str = option("CartPole-v1", "gymnasium id: Box observations, Discrete or Box actions")
+    seed: int = option(1, "seed of python, numpy, torch and the envs")
+    total_steps: int = option(100_000, "budget of env steps, all envs together")
+    num_envs: int = option(16, "parallel envs, each runs the five steps; one update per step of all; typical 1-16")
+    actor_learning_rate: float = option(3e-4, "Adam step size of the policy (step 5); typical 1e-4 to 1e-3")
+    critic_learning_rate: float = option(3e-3, "Adam step size of the Q critic (step 4); typical 1e-3 to 1e-2")
+    gamma: float = option(0.99, "discount factor in [0, 1]; typical 0.95-0.999")
+    score: str = option("q", "step 5's score: q (the notes' q(s, a)) or advantage (q(s, a) - v(s))")
+    hidden_size: int = option(64, "units in each hidden layer (policy and critic); typical 32-256")
+    hidden_layers: int = option(2, "number of hidden layers (policy and critic); typical 1-3")
+    log_std_init: float = option(0.0, "initial log std of a Gaussian policy (Box actions); typical -1 to 0")
+    max_grad_norm: float = option(0.5, "clip each network's gradient norm to this; typical 0.5-1")
+    eval_every: int = option(2_048, "env steps between deterministic evaluations (not timed)")
+    eval_episodes: int = option(10, "deterministic episodes per evaluation, and in the final one")
+    stop_when_solved: bool = option(True, "stop once an evaluation reaches the env's reward_threshold")
+    num_threads: int = option(1, "torch.set_num_threads; 1 is fastest for small nets")
+    progress_bar: bool = option(True, "show a tqdm progress bar")
 
     def __post_init__(self):
         check_fields(
@@ -218,7 +218,7 @@ def train(config: Config, progress=None) -> dict:
     while step < config.total_steps:
         tick = time.perf_counter()
 
-        # the five steps, in every env at once
+        # rollout and update: the five steps, in every env at once (one transition each, then both updates)
         next_obs, info, stats = five_steps(envs, obs, policy, critic, actor_optimizer, critic_optimizer, config.gamma,
                                            config.max_grad_norm, config.score)
         obs = next_obs  # continue from the reset observation where an episode ended
@@ -231,12 +231,14 @@ def train(config: Config, progress=None) -> dict:
         train_seconds += time.perf_counter() - tick
         bar.update(config.num_envs)
 
-        # diagnostics and evaluation (not timed), early stop when solved
+        # diagnostics: the means over the eval period, at each evaluation
         if evaluator.due(before, step):
             history["update_steps"].append(step)
             for key, values in period.items():
                 history[key].append(float(np.mean(values)))
                 values.clear()
+
+            # evaluation (not timed), early stop when solved
             if evaluator(policy.deterministic, before, step, train_seconds, q_mean=history["q_mean"][-1]):
                 break
     bar.close()

@@ -32,7 +32,7 @@ n_critic_updates -> value_epochs.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,47 +40,51 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm.auto import tqdm
 
+from rlnotes._checks import check_fields, option
 from rlnotes.advantages import gae, normalize
-from rlnotes._checks import check_fields
-from rlnotes.algos.common import Evaluator, collect_rollout, freeze_distribution, policy_kl
+from rlnotes.algos.common import Evaluator, collect_rollout, freeze_distribution, policy_kl, surrogate_and_kl
 from rlnotes.divergences import kl_estimate
 from rlnotes.envs import make_vec
+
+# Transitional: notebook 04's cell still calls `trpo.along_direction`, which is defined in
+# rlnotes.exact.trust_region (a lab, not TRPO); delete this import once the notebook calls that module.
+from rlnotes.exact.trust_region import along_direction  # noqa: F401
 from rlnotes.nets import ValueNetwork, flat_size, make_policy
 from rlnotes.objectives import clip_fraction, explained_variance, surrogate_loss, value_loss
 from rlnotes.utils import seed_everything
 
 __all__ = [
     "Config", "flat_grad", "fisher_vector_product", "conjugate_gradient", "max_step_size", "line_search",
-    "surrogate_and_kl", "trpo_step", "along_direction", "fit_value", "train",
+    "surrogate_and_kl", "trpo_step", "fit_value", "train",
 ]
 
 
 @dataclass
 class Config:
-    env: str = field(default="CartPole-v1", metadata={"help": "gymnasium id: Box observations, Discrete or Box actions"})
-    seed: int = field(default=1, metadata={"help": "seed of python, numpy, torch and the envs"})
-    total_steps: int = field(default=100_000, metadata={"help": "budget of environment steps (all envs together)"})
-    num_envs: int = field(default=2, metadata={"help": "parallel environments collecting the rollout"})
-    num_steps: int = field(default=512, metadata={"help": "steps of each env per rollout (batch = num_envs * num_steps)"})
-    max_kl: float = field(default=0.01, metadata={"help": "delta: the trust region's bound on mean KL(pi_old || pi)"})
-    damping: float = field(default=1e-3, metadata={"help": "added to F's diagonal (F + damping I): keeps CG stable"})
-    cg_iterations: int = field(default=15, metadata={"help": "conjugate-gradient iterations for s = F^-1 g"})
-    backtrack_ratio: float = field(default=0.8, metadata={"help": "line search: shrink the step by this factor, in (0, 1)"})
-    max_backtracks: int = field(default=10, metadata={"help": "line search: candidate steps tried before giving up"})
-    gamma: float = field(default=0.99, metadata={"help": "discount factor, in [0, 1]"})
-    gae_lambda: float = field(default=0.98, metadata={"help": "GAE lambda, in [0, 1]"})
-    normalize_advantages: bool = field(default=True, metadata={"help": "centre and scale the advantages of each batch"})
-    value_learning_rate: float = field(default=1e-3, metadata={"help": "Adam step size of the critic"})
-    value_epochs: int = field(default=20, metadata={"help": "passes of critic regression over each batch"})
-    value_minibatch_size: int = field(default=512, metadata={"help": "samples per critic gradient step"})
-    hidden_size: int = field(default=64, metadata={"help": "units in each hidden layer (policy and critic)"})
-    hidden_layers: int = field(default=2, metadata={"help": "number of hidden layers (policy and critic)"})
-    log_std_init: float = field(default=0.0, metadata={"help": "initial log std of a Gaussian policy (Box actions)"})
-    eval_every: int = field(default=2_048, metadata={"help": "env steps between deterministic evaluations (not timed)"})
-    eval_episodes: int = field(default=10, metadata={"help": "deterministic episodes per evaluation, and in the final one"})
-    stop_when_solved: bool = field(default=True, metadata={"help": "stop once an evaluation reaches the env's reward_threshold"})
-    num_threads: int = field(default=1, metadata={"help": "torch.set_num_threads; 1 is fastest for small nets"})
-    progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+    env: str = option("CartPole-v1", "gymnasium id: Box observations, Discrete or Box actions")
+    seed: int = option(1, "seed of python, numpy, torch and the envs")
+    total_steps: int = option(100_000, "budget of env steps, all envs together")
+    num_envs: int = option(2, "parallel envs collecting the rollout; typical 1-16")
+    num_steps: int = option(512, "steps of each env per rollout (batch = num_envs * num_steps); typical 512-2048")
+    max_kl: float = option(0.01, "delta, the trust region's bound on mean KL(pi_old || pi); typical 0.001-0.05")
+    damping: float = option(1e-3, "added to F's diagonal (F + damping I), keeps CG stable; typical 1e-3 to 0.1")
+    cg_iterations: int = option(15, "conjugate-gradient iterations for s = F^-1 g; typical 10-20")
+    backtrack_ratio: float = option(0.8, "line search: shrink the step by this factor, in (0, 1); typical 0.5-0.8")
+    max_backtracks: int = option(10, "line search: candidate steps tried before giving up; typical 10-15")
+    gamma: float = option(0.99, "discount factor in [0, 1]; typical 0.95-0.999")
+    gae_lambda: float = option(0.98, "GAE lambda in [0, 1]; typical 0.9-0.99")
+    normalize_advantages: bool = option(True, "centre and scale the advantages of each batch")
+    value_learning_rate: float = option(1e-3, "Adam step size of the critic; typical 1e-4 to 1e-3")
+    value_epochs: int = option(20, "passes of critic regression over each batch; typical 5-20")
+    value_minibatch_size: int = option(512, "samples per critic gradient step; typical 64-512")
+    hidden_size: int = option(64, "units in each hidden layer (policy and critic); typical 32-256")
+    hidden_layers: int = option(2, "number of hidden layers (policy and critic); typical 1-3")
+    log_std_init: float = option(0.0, "initial log std of a Gaussian policy (Box actions); typical -1 to 0")
+    eval_every: int = option(2_048, "env steps between deterministic evaluations (not timed)")
+    eval_episodes: int = option(10, "deterministic episodes per evaluation, and in the final one")
+    stop_when_solved: bool = option(True, "stop once an evaluation reaches the env's reward_threshold")
+    num_threads: int = option(1, "torch.set_num_threads; 1 is fastest for small nets")
+    progress_bar: bool = option(True, "show a tqdm progress bar")
 
     def __post_init__(self):
         check_fields(
@@ -234,17 +238,8 @@ def line_search(measure, theta_old: torch.Tensor, full_step: torch.Tensor, max_k
     return theta_old, trials
 
 
-def surrogate_and_kl(policy, obs, actions, old_logp, advantages, old_dist):
-    """The true surrogate mean(r * A) and the true mean KL(pi_old || pi) of `policy` as it is now (no grad)."""
-    with torch.no_grad():
-        dist = policy(obs)
-        surrogate = -surrogate_loss(dist.log_prob(actions), old_logp, advantages).mean()
-        kl = policy_kl(old_dist, dist).mean()
-    return surrogate, kl
-
-
 def trpo_step(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor,
-              max_kl: float = 0.01, damping: float = 0.1, cg_iterations: int = 15, backtrack_ratio: float = 0.8,
+              max_kl: float = 0.01, damping: float = 1e-3, cg_iterations: int = 15, backtrack_ratio: float = 0.8,
               max_backtracks: int = 10) -> dict:
     """One TRPO policy update, in place: maximize mean(r * A) subject to mean KL(pi_old || pi) <= max_kl.
 
@@ -311,32 +306,6 @@ def trpo_step(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, advan
         "theta_old": theta_old, "theta_new": theta_new.detach(), "old_logp": old_logp,
         "surrogate_old": surrogate_old,
     }
-
-
-def along_direction(policy: nn.Module, obs, actions, advantages, theta_old: torch.Tensor, direction: torch.Tensor,
-                    alphas) -> dict:
-    """True surrogate improvement and true mean KL(pi_old || pi) at theta_old + alpha * direction, each alpha.
-
-    For the notebook's picture of step 3: the linear and quadratic models are exact at alpha = 0 and
-    drift away from the truth as alpha grows. The policy's parameters are restored on return.
-    Returns {"alphas": (K,), "improvement": (K,), "kl": (K,)} as float64 tensors.
-    """
-    params = [p for p in policy.parameters() if p.requires_grad]
-    saved = parameters_to_vector(params).detach().clone()
-    vector_to_parameters(theta_old, params)
-    with torch.no_grad():
-        old_dist = freeze_distribution(policy(obs))
-        old_logp = old_dist.log_prob(actions)
-    base, _ = surrogate_and_kl(policy, obs, actions, old_logp, advantages, old_dist)
-    improvement, kls = [], []
-    for alpha in alphas:
-        vector_to_parameters(theta_old + float(alpha) * direction, params)
-        surrogate, kl = surrogate_and_kl(policy, obs, actions, old_logp, advantages, old_dist)
-        improvement.append(float(surrogate - base))
-        kls.append(float(kl))
-    vector_to_parameters(saved, params)  # `saved` is a private copy: the parameters may view it
-    as64 = lambda xs: torch.tensor(xs, dtype=torch.float64)  # noqa: E731
-    return {"alphas": as64([float(a) for a in alphas]), "improvement": as64(improvement), "kl": as64(kls)}
 
 
 # ---- the critic ----------------------------------------------------------------------------
@@ -433,16 +402,16 @@ def train(config: Config, progress=None) -> dict:
         if config.normalize_advantages:
             advantages = normalize(advantages)
 
-        # the trust-region step of the policy (there are no epochs of minibatches: one constrained step)
+        # update, the policy: one trust-region step (TRPO has no epochs of minibatches for it)
         info = trpo_step(policy, batch["obs"], batch["actions"], advantages, config.max_kl, config.damping,
                          config.cg_iterations, config.backtrack_ratio, config.max_backtracks)
 
-        # the critic: epochs of minibatch regression on the returns
+        # update, the critic: epochs of minibatch regression on the returns
         explained = float(explained_variance(batch["values"], returns))
         fitted_loss = fit_value(value_net, value_optimizer, batch["obs"], returns, config.value_epochs,
                                 config.value_minibatch_size, generator)
 
-        # diagnostics
+        # diagnostics: how far did the policy move, how good is the critic
         with torch.no_grad():
             dist = policy(batch["obs"])
             new_logp = dist.log_prob(batch["actions"])
