@@ -215,9 +215,11 @@ def group_relative(rewards, eps=1e-4, scale=True, leave_one_out=False):
         A_i = r_i - baseline_i,  then / (std of the group + eps) if scale (TRL's GRPOTrainer)
 
     ``scale=False`` is Dr. GRPO (Liu et al. 2025), which drops the std division because it
-    over-weights groups that are nearly all right or all wrong. The std is the unbiased one, as
-    ``rewards.view(-1, G).std(dim=1)`` in TRL's GRPOTrainer, where advantages are then
-    ``(r - mean) / (std + 1e-4)``.
+    over-weights groups that are nearly all right or all wrong. The std is the unbiased one, as in
+    TRL's GRPOTrainer (``nanstd(rewards.view(-1, G), dim=1)``, Bessel-corrected), where advantages
+    are then ``(r - mean) / (std + 1e-4)``. TRL's ``scale_rewards`` is a string there: ``"group"`` is
+    ``scale=True``, ``"none"`` is ``scale=False``; ``"batch"`` (one std over the whole batch) has no
+    counterpart here.
 
     Numerical safety: a group whose rewards are equal up to rounding (its std at most 16 eps * max|r|,
     see `no_spread`) gets exactly 0, in every mode, instead of its mean's rounding residue (divided by
@@ -237,8 +239,10 @@ def group_relative(rewards, eps=1e-4, scale=True, leave_one_out=False):
         raise ValueError(
             f"group_relative: groups on the last dim need G >= 2 members, got rewards {_checks.shape_str(rewards)}"
         )
-    # Checked against huggingface/trl, trl/trainer/grpo_trainer.py: advantages = rewards - group mean, then
-    # / (rewards.view(-1, G).std(dim=1) + 1e-4) when scale_rewards; torch.std is unbiased.
+    # Checked against huggingface/trl@v1.16.0 (pinned in constraints.txt), trl/trainer/grpo_trainer.py,
+    # GRPOTrainer._generate_and_score_completions: advantages = rewards - group mean, then / (std + 1e-4) unless
+    # scale_rewards == "none"; std = nanstd(rewards.view(-1, G), dim=1) (trl/trainer/utils.py, Bessel-corrected,
+    # as torch.std). scale_rewards is a string in 1.16 ("group", "batch", "none"); older releases took a bool.
     G = rewards.shape[-1]
     total = rewards.sum(dim=-1, keepdim=True)  # (..., 1)
     if leave_one_out:

@@ -86,7 +86,8 @@ def kl_estimate(logp, logq, kind="k3"):
         k1 = -log r                 unbiased, but half the samples are negative
         k2 = (log r)^2 / 2          biased (fine when p and q are close), never negative
         k3 = (r - 1) - log r        unbiased AND never negative: r - 1 has mean 0 under p and
-                                    r - 1 >= log r; this is the per-token KL of GRPO (TRL, DeepSeekMath)
+                                    r - 1 >= log r; this is the per-token KL of GRPO (DeepSeekMath;
+                                    huggingface/trl@v1.16.0, trl/trainer/grpo_trainer.py, _compute_loss)
 
     k3 uses ``expm1`` for r - 1, exact near r = 1. It can be +inf when log r is huge (q puts far more
     mass on x than p, e.g. log r > 709 in float64, > 88 in float32); it is never NaN and never negative.

@@ -132,7 +132,9 @@ def value_loss(values, returns, old_values=None, clip=None):
     Introduced in ``05_ppo``. Intuition: the critic learns to predict the return. With value clipping
     (``old_values`` and ``clip``) the new prediction is also judged as if it had moved at most ``clip``
     away from the prediction made when the data was collected, and the larger (pessimistic) of the
-    two errors is kept, as in CleanRL's ``ppo.py`` (``clip_vloss``) and TRL's PPOTrainer:
+    two errors is kept, as in CleanRL (vwxyzjn/cleanrl@2f4172e, cleanrl/ppo.py, ``args.clip_vloss``) and
+    TRL's PPOTrainer (huggingface/trl@be8a087, trl/trainer/ppo_trainer.py, ``vpredclipped``; TRL 1.16, the
+    version pinned in constraints.txt, no longer has a PPOTrainer):
 
         v_clip = old + clamp(v - old, -clip, clip)
         loss   = 0.5 * mean(max((v - R)^2, (v_clip - R)^2))
@@ -199,8 +201,9 @@ def aggregate(per_token_loss, mask, mode="grpo", max_len=None):
     if per_token_loss.dim() == 0 or per_token_loss.shape[-1] == 0:
         shape = _checks.shape_str(per_token_loss)
         raise ValueError(f"aggregate: per_token_loss must be (B, L) with L >= 1, got {shape}")
-    # Checked against huggingface/trl, trl/trainer/grpo_trainer.py (_compute_loss, loss_type grpo / bnpo /
-    # dr_grpo / dapo): same numerators, same clamp(min=1) token counts.
+    # Checked against huggingface/trl@v1.16.0 (pinned in constraints.txt), trl/trainer/grpo_trainer.py,
+    # GRPOTrainer._compute_loss, loss_type grpo / bnpo / dr_grpo / dapo: same numerators, same clamp(min=1) token
+    # counts; dr_grpo divides by B * max_completion_length.
     mask = _checks.as_float("aggregate", "mask", mask, per_token_loss)
     masked = torch.where(mask.bool(), per_token_loss, torch.zeros_like(per_token_loss))  # (B, L), zeros at padding
     if mode == "grpo":

@@ -31,8 +31,8 @@ from matplotlib.figure import Figure
 
 from rlnotes.advantages import gae, normalize
 from rlnotes.algos import tabular
-from rlnotes.algos.reinforce import sample_episodes
 from rlnotes.envs import gridworld
+from rlnotes.exact.policy_gradient import sample_episodes
 
 __all__ = ["world", "critic_values", "state_offsets", "trajectory_advantages", "bias_variance", "view"]
 
@@ -155,7 +155,8 @@ def bias_variance(gamma: float = 0.99, critic_error: float = 0.5, lams=None, n_e
         weights = weights / weights.sum()
         bias2.append(float((weights * b**2).sum()))
         variance.append(float((weights * var).sum()))
-    return {"lams": lams, "bias2": torch.tensor(bias2, dtype=torch.float64), "variance": torch.tensor(variance, dtype=torch.float64)}
+    as64 = lambda xs: torch.tensor(xs, dtype=torch.float64)  # noqa: E731
+    return {"lams": lams, "bias2": as64(bias2), "variance": as64(variance)}
 
 
 def view():
