@@ -36,7 +36,8 @@ def init_layer(layer: nn.Linear, gain: float, bias: float = 0.0) -> nn.Linear:
     return layer
 
 
-def mlp(in_features: int, out_features: int, hidden=(64, 64), activation=nn.Tanh, output_gain: float = VALUE_GAIN) -> nn.Sequential:
+def mlp(in_features: int, out_features: int, hidden=(64, 64), activation=nn.Tanh,
+        output_gain: float = VALUE_GAIN) -> nn.Sequential:
     """A multilayer perceptron: (B, in_features) -> (B, out_features).
 
     hidden:      sizes of the hidden layers, e.g. (256, 256); () gives a linear map

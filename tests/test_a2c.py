@@ -73,7 +73,8 @@ def test_q_advantage_subtracts_the_policy_weighted_q_of_the_state():
     actions = torch.randint(3, (6,), generator=g)
     loop = torch.stack([q_values[i, actions[i]] - sum(probs[i, b] * q_values[i, b] for b in range(3)) for i in range(6)])
     torch.testing.assert_close(qac.q_advantage(q_values, probs, actions), loop)
-    assert (probs * torch.stack([qac.q_advantage(q_values, probs, torch.full((6,), b)) for b in range(3)], -1)).sum(-1).abs().max() < 1e-6
+    per_action = torch.stack([qac.q_advantage(q_values, probs, torch.full((6,), b)) for b in range(3)], -1)  # (6, 3)
+    assert (probs * per_action).sum(-1).abs().max() < 1e-6
     with pytest.raises(ValueError, match="q_advantage"):
         qac.q_advantage(q_values, probs[:, :2], actions)
 

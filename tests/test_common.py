@@ -65,7 +65,8 @@ def test_rollout_bootstraps_a_truncated_episode_from_its_final_observation():
     for action in rollout.actions[:5, 0]:
         replay_obs, *_ = replay.step(int(action))
     assert rollout.next_values[4, 0].item() == pytest.approx(100.0 * replay_obs[0], abs=1e-4)
-    torch.testing.assert_close(rollout.logp, policy(rollout.obs.reshape(14, 4)).log_prob(rollout.actions.reshape(14)).reshape(7, 2))
+    logp = policy(rollout.obs.reshape(14, 4)).log_prob(rollout.actions.reshape(14)).reshape(7, 2)  # (T N,) -> (T, N)
+    torch.testing.assert_close(rollout.logp, logp)
     assert rollout.episode_lengths == [5, 5] and rollout.episode_returns == [5.0, 5.0]
     assert next_obs.shape == (2, 4)
 

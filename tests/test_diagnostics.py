@@ -9,7 +9,13 @@ from torch.distributions import Categorical, Independent, Normal, kl_divergence
 
 from rlnotes.algos.common import freeze_distribution, policy_kl
 from rlnotes.objectives import (
-    clip_active, clip_fraction, clipped_surrogate, explained_variance, pg_loss, probability_ratio, surrogate_loss,
+    clip_active,
+    clip_fraction,
+    clipped_surrogate,
+    explained_variance,
+    pg_loss,
+    probability_ratio,
+    surrogate_loss,
 )
 
 F64 = torch.float64
