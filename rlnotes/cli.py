@@ -6,6 +6,7 @@
     rlnotes lm sft --seed 1                            the tiny GPT's SFT on the noisy teacher (chapter 06)
     rlnotes lm dpo --seed 1                            SFT, then DPO (or --loss-type ipo|hinge|robust|kto)
     rlnotes lm grpo --seed 1                           SFT, then GRPO on the verifiable reward (chapter 07)
+    rlnotes lm rlhf --seed 1                           SFT, a reward model, then PPO against it (chapter 08)
 
 Each trainable algorithm is a module `rlnotes.algos.<name>` with a `Config` dataclass (each field
 carries its help text in `metadata["help"]`) and `train(config, progress=None) -> history`. The
@@ -56,6 +57,7 @@ LM_COMMANDS = {
     "sft": "rlnotes.lm.sft",
     "dpo": "rlnotes.lm.dpo",
     "grpo": "rlnotes.lm.grpo",
+    "rlhf": "rlnotes.lm.rlhf",
 }
 
 
@@ -150,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in _available_algorithms().items():
         sub = algos.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
         _add_config_options(sub, module.Config)
-    lm = commands.add_parser("lm", help="the tiny language-model lab: SFT, DPO, GRPO on 2-digit addition, JSON output")
+    lm = commands.add_parser("lm", help="the tiny language-model lab: SFT, DPO, GRPO, RLHF on 2-digit addition, JSON output")
     lm_commands = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND")
     for name, module_name in LM_COMMANDS.items():
         module = importlib.import_module(module_name)

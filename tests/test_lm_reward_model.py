@@ -131,7 +131,7 @@ def test_reward_model_ranks_heldout_pairs_far_above_chance(sft_model):
     closeness is what the annotator teaches beyond the SFT model's own logits); right > sum + 10 on
     0.905, 0.90, 0.925 of 200 held-out prompts."""
     snapshot = [p.detach().clone() for p in sft_model.parameters()]
-    history = reward_model.train(reward_model.Config(**FAST_RM), sft_model, TASK)
+    history = reward_model.train(reward_model.Config(**FAST_RM), sft_model=sft_model, task=TASK)
     assert all(torch.equal(p, q) for p, q in zip(sft_model.parameters(), snapshot))  # the RM trained a copy
     before, after = history["heldout_before"], history["heldout"]
     assert after["pair_accuracy"] > 0.72

@@ -73,3 +73,20 @@ def test_bad_inputs_are_rejected():
         rlhf.Config(kl_kind="k4")
     with pytest.raises(ValueError, match="lam"):
         rlhf.Config(lam=1.5)
+
+
+def test_cli_lm_rlhf_prints_the_common_json_format_and_the_reward_models_accuracy():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "rlnotes"
+    out = subprocess.run([str(script), "lm", "rlhf", "--seed", "2", "--sft-steps", "20", "--rm-steps", "4", "--rm-train-prompts", "50",
+                          "--iterations", "2", "--eval-every", "1", "--eval-prompts", "100", "--probe-prompts", "50",
+                          "--prompts-per-iteration", "8", "--no-progress-bar"], capture_output=True, text=True, check=True).stdout
+    final = [json.loads(line) for line in out.splitlines()][-1]
+    assert final["event"] == "final" and final["command"] == "lm rlhf"
+    assert set(final["before"]) == set(final["after"]) == {"greedy_accuracy", "sampled_accuracy"}
+    assert final["seconds"] > 0 and final["eval_iteration"] == [0, 1, 2]
+    assert 0.0 <= final["reward_model"]["heldout_pair_accuracy"] <= 1.0

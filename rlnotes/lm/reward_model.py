@@ -372,7 +372,7 @@ def _subset(pairs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 # ---- training ---------------------------------------------------------------------------------------------
 
 
-def train(config: Config | None = None, sft_model=None, task: AdditionTask | None = None, progress=None) -> dict:
+def train(config: Config | None = None, progress=None, *, sft_model=None, task: AdditionTask | None = None) -> dict:
     """Learn a reward model from the annotator's rankings of the SFT model's answers -> history.
 
     sft_model: the SFT policy (not modified); None trains one first with ``sft.Config(seed=config.seed,

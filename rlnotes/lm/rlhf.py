@@ -190,8 +190,8 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, reward
 
     ref_model: the SFT model (stage 1); trained here when None (history["sft"]). reward_model: a
     ``reward_model.RewardModel`` (stage 2); trained here when None with ``rm_steps`` steps on
-    ``rm_train_prompts`` ranked prompts (history["reward_model"] then has its held-out pair accuracy and
-    seconds, which count in ``seconds``). History per iteration: ``score`` (mean reward-model score of
+    ``rm_train_prompts`` ranked prompts (history["reward_model"] then has its held-out pair accuracy,
+    on pairs from ``probe_prompts`` held-out prompts, and its seconds, which count in ``seconds``). History per iteration: ``score`` (mean reward-model score of
     the rollout, no-EOS penalty included), ``true_reward`` (the verifiable reward of the same answers:
     logged, never trained on), ``kl`` (mean per-answer sum of the KL estimate to pi_ref), ``beta``,
     ``clip_fraction``, ``value_loss``, ``explained_variance``, ``length``, ``no_eos_share``; per
@@ -207,10 +207,10 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, reward
     ref_model, history = sft.reference_model(ref_model, config, task, progress)
     seconds = 0.0
     if reward_model is None:  # stage 2, timed: it is part of RLHF's cost
-        rm_history = rm_module.train(rm_module.Config(seed=config.seed, steps=config.rm_steps,
-                                                      train_prompts=config.rm_train_prompts, num_threads=config.num_threads,
-                                                      progress_bar=config.progress_bar), sft_model=ref_model, task=task,
-                                     progress=progress)
+        rm_config = rm_module.Config(seed=config.seed, steps=config.rm_steps, train_prompts=config.rm_train_prompts,
+                                     eval_prompts=config.probe_prompts, eval_every=config.rm_steps,
+                                     num_threads=config.num_threads, progress_bar=config.progress_bar)
+        rm_history = rm_module.train(rm_config, progress, sft_model=ref_model, task=task)
         reward_model, seconds = rm_history["model"], rm_history["seconds"]
         history["reward_model"] = {"heldout_pair_accuracy": rm_history["heldout_pair_accuracy"][-1],
                                    "seconds": rm_history["seconds"]}
