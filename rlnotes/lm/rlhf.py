@@ -92,6 +92,8 @@ class Config:
                      positive=("learning_rate", "critic_learning_rate", "clip_eps", "temperature", "kl_target"),
                      non_negative=("seed", "rm_train_prompts", "beta", "value_clip", "no_eos_penalty", "max_grad_norm",
                                    "eval_prompts"))
+        if self.adaptive_kl and not self.beta > 0:
+            raise ValueError(f"rlhf.Config: adaptive_kl needs an initial beta > 0, got {self.beta}")
         if self.kl_kind not in KL_ESTIMATORS:
             raise ValueError(f"rlhf.Config: kl_kind must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_kind!r}")
 
@@ -232,7 +234,7 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, reward
     critic = ValueModel(ref_model).train()
     policy_opt = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=config.critic_learning_rate)
-    adaptive = AdaptiveKL(config.kl_target, config.beta)
+    adaptive = AdaptiveKL(config.kl_target, config.beta) if config.adaptive_kl else None
 
     # storage
     for key in ("score", "true_reward", "kl", "beta", "clip_fraction", "value_loss", "explained_variance", "length",
