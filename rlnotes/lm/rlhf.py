@@ -21,6 +21,11 @@ policy and the clipped value loss (``objectives.value_loss``) for the critic. Th
 fixed or adapted (``divergences.AdaptiveKL``, the notes' adaptive KL, as Ziegler et al. 2019 and
 InstructGPT use it).
 
+Defaults (64 prompts x 4 answers a rollout, 2 epochs of 4 minibatches, lr 1e-4, critic lr 1e-3, beta 0.1,
+k1 in the reward, lambda 0.95) chosen on seed 4 only: after 300 iterations, held-out sampled accuracy
++23.9 points with greedy -0.9 (one minibatch at lr 2e-4: +21.9 with greedy -1.4; at lr 1e-4: +15.7 after
+200 iterations). Chapter 08 reports its numbers on other seeds.
+
 Why the no-EOS penalty: an answer cut at the generation budget gets the reward model's score like any
 other, and the reward model has seen few such answers, so its score there is arbitrary. Without a
 penalty, never stopping can become the best move. TRL's ``missing_eos_penalty`` is the same idea.
@@ -58,7 +63,7 @@ class Config:
     sft_steps: int = field(default=1300, metadata={"help": "SFT steps when no reference model is given (`rlnotes lm rlhf`)"})
     rm_steps: int = field(default=300, metadata={"help": "reward-model steps when no reward model is given"})
     rm_train_prompts: int = field(default=2000, metadata={"help": "training prompts the annotator ranks K answers of (0: all 8000)"})
-    iterations: int = field(default=300, metadata={"help": "rollouts, each followed by `epochs` updates"})
+    iterations: int = field(default=400, metadata={"help": "rollouts, each followed by epochs x minibatches updates"})
     prompts_per_iteration: int = field(default=64, metadata={"help": "training prompts a rollout; 32 to 128"})
     samples_per_prompt: int = field(default=4, metadata={"help": "answers sampled per prompt; 1 to 8"})
     epochs: int = field(default=2, metadata={"help": "passes over each rollout (PPO's epochs); 1 to 4"})
