@@ -75,6 +75,9 @@ TRPO_VARIANTS = {
 }
 A2C_VARIANTS = {
     "defaults": ({}, _nothing),
+    # rlnotes' value_loss is 0.5 * MSE, SB3's A2C uses MSE: with the same vf_coef 0.5 the critic's gradient
+    # is half of SB3's, inside one gradient-norm clip (0.5) shared with the policy. vf_coef 1.0 matches SB3.
+    "vf_coef_1.0": ({"vf_coef": 1.0}, _nothing),
     "adv_norm": ({"normalize_advantages": True}, _nothing),
     "lr_1e-3": ({"learning_rate": 1e-3}, _nothing),
     "num_steps_8": ({"num_steps": 8}, _nothing),

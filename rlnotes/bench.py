@@ -549,21 +549,26 @@ def main(argv=None) -> int:
     parser.add_argument("--from-runs", default=None, help="no training: summarize the runs of an earlier "
                         "runs.jsonl or results.json (e.g. one cut short) into tables and the plot")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     algos = [algo.strip() for algo in args.algos.split(",") if algo.strip()]
     unknown = [algo for algo in algos if (algo, "CartPole-v1") not in ZOO]
     if unknown:
         parser.error(f"--algos: no reference for {', '.join(unknown)} (known: ppo, a2c, dqn, trpo)")
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
-    import stable_baselines3
-    import sb3_contrib
+    from importlib import metadata
 
+    versions = {}
+    for name in ("stable_baselines3", "sb3_contrib", "rliable"):
+        try:
+            versions[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            if not args.from_runs:  # training needs them; a summary of earlier runs does not
+                raise ModuleNotFoundError(f"rlnotes bench needs {name}: pip install -e \".[bench]\"") from None
     meta = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {_cpu_model()}, {os.cpu_count()} cores",
             "load_average_at_start": [round(x, 1) for x in os.getloadavg()],
-            "python": platform.python_version(), "torch": torch.__version__,
-            "stable_baselines3": stable_baselines3.__version__, "sb3_contrib": sb3_contrib.__version__,
+            "python": platform.python_version(), "torch": torch.__version__, **versions,
             "seeds": args.seeds, "algos": algos, "bootstrap_reps": args.reps}
     runs, budget_rows, speed = [], [], None
     if args.from_runs:

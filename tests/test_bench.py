@@ -185,3 +185,27 @@ def test_plot_steps_writes_a_png(tmp_path):
 def test_zoo_schedules_are_linear_in_the_remaining_progress():
     schedule = bench.ZOO[("ppo", "CartPole-v1")]["kwargs"]["learning_rate"]
     assert schedule(1.0) == pytest.approx(0.001) and schedule(0.25) == pytest.approx(0.00025) and schedule(0.0) == 0.0
+
+
+@needs_rliable
+def test_main_from_runs_writes_the_tables_the_json_and_the_plot_without_training(tmp_path):
+    import json
+
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text("\n".join(json.dumps(run) for run in _runs()) + "\n")
+    out = tmp_path / "out"
+    assert bench.main(["--from-runs", str(runs), "--out", str(out), "--reps", "100"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["seeds"] == [1, 2, 3] and results["meta"]["bootstrap_reps"] == 100
+    assert results["rows"][0]["rlnotes"]["failures"] == 1
+    assert "| ppo | CartPole-v1 | 2/3 |" in (out / "results.md").read_text()
+    assert (out / "steps_to_solve.png").stat().st_size > 0
+
+
+def test_main_rejects_bad_seeds_and_unknown_algorithms(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--seeds", "9-1"])
+    assert "runs backwards" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--algos", "ppo,sac"])
+    assert "no reference for sac" in capsys.readouterr().err
