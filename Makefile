@@ -9,12 +9,13 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraint
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: lab test unit notebooks test-full test-seeds assignments browser bench clean help
+.PHONY: lab test unit notebooks test-full test-seeds assignments site browser bench clean help
 
 help:
 	@echo "make lab          create .venv, install the course, open JupyterLab on notebooks/"
 	@echo "make test         create .venv, install the test tools, run all tests (what CI runs)"
 	@echo "make assignments  nbgrader student release of every notebook into build/nbgrader/release"
+	@echo "make site         every notebook executed (fast mode) and rendered to a static site in build/site"
 	@echo "make bench        install the reference libraries and compare (benchmarks/)"
 	@echo "make test-full    every notebook in full mode, as a learner runs it, with each chapter's time"
 	@echo "make test-seeds   every notebook in fast mode on seed offsets 1 to 4 (RLNOTES_SEED_OFFSET)"
@@ -31,8 +32,16 @@ $(VENV)/.test: pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(PIP) -e ".[test,hf]"
 	touch $@ $(VENV)/.course
 
-lab: $(VENV)/.course
-	$(BIN)/jupyter lab notebooks/
+# JupyterLab without the news prompt and without the update check (each a request to the web):
+# settings overrides in the venv's JupyterLab application folder, written once, and two server flags.
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+
+$(LAB_OVERRIDES): | $(VENV)/.course
+	mkdir -p $(dir $@)
+	echo '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' > $@
+
+lab: $(VENV)/.course $(LAB_OVERRIDES)
+	$(BIN)/jupyter lab notebooks/ --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
 
 # Unit tests, every notebook executed top to bottom in fast mode, the nbgrader round trip.
 # Two workers (pytest-xdist); --dist loadfile keeps each file together on one worker, so a
@@ -65,8 +74,16 @@ $(VENV)/.bench: pyproject.toml constraints.txt | $(VENV)/bin/python
 bench: $(VENV)/.bench
 	$(BIN)/rlnotes bench --out benchmarks/results
 
+# The course folder for nbgrader (build/nbgrader): every chapter with exercises released; then
+# nbgrader's own commands, inside build/nbgrader (README, "For teachers").
 assignments: $(VENV)/.test
 	$(BIN)/python -m rlnotes.assignments build/nbgrader
+
+# The course as a static website: every notebook executed in fast mode, rendered with nbconvert,
+# and an index page (the README's chapter table); open build/site/index.html. Executed copies are
+# kept in build/site/executed/ and re-executed only when a notebook or rlnotes changes.
+site: $(VENV)/.course
+	$(BIN)/python docs/site/build.py --out build/site
 
 clean:
 	rm -rf build .pytest_cache
