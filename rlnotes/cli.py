@@ -68,11 +68,7 @@ def _run_lm(name: str, config) -> None:
     """Run an `rlnotes lm` command: JSON lines of progress, then the final record."""
     module = importlib.import_module(LM_COMMANDS[name])
     progress = lambda record: _print_json({"event": "progress", **record})  # noqa: E731
-    if name == "sft":
-        _, history = module.train(config, progress=progress)
-        history["final_loss"] = history["loss"][-1]
-    else:
-        history = module.train(config, progress=progress)
+    history = module.train(config, progress=progress)
     # per-step and per-iteration lists are too long for one line; the periodic evaluations stay
     history = {k: v for k, v in history.items() if not (isinstance(v, list) and len(v) > MAX_LIST)}
     _print_json({"event": "final", "command": f"lm {name}", "config": dataclasses.asdict(config), **history})

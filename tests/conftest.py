@@ -16,4 +16,5 @@ def sft_run():
     from rlnotes.lm.task import AdditionTask
 
     torch.set_num_threads(1)
-    return sft.train(sft.Config(seed=1, steps=SFT_STEPS, eval_every=1000, progress_bar=False), task=AdditionTask())
+    history = sft.train(sft.Config(seed=1, steps=SFT_STEPS, eval_every=1000, progress_bar=False), task=AdditionTask())
+    return history["model"], history

@@ -78,7 +78,7 @@ def task():
 def sft_model(task):
     torch.set_num_threads(1)
     config = sft.Config(seed=1, steps=SFT_STEPS, eval_every=SFT_STEPS, eval_samples=1, progress_bar=False)
-    model, _ = sft.train(config, task=task)
+    model = sft.train(config, task=task)["model"]
     return model.eval()
 
 

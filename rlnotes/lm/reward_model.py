@@ -390,8 +390,9 @@ def train(config: Config | None = None, progress=None, *, sft_model=None, task: 
     task = task or AdditionTask()
     history = {"sft_seconds": 0.0}
     if sft_model is None:
-        sft_model, sft_history = sft.train(sft.Config(seed=config.seed, steps=config.sft_steps, num_threads=config.num_threads,
+        sft_history = sft.train(sft.Config(seed=config.seed, steps=config.sft_steps, num_threads=config.num_threads,
                                                       progress_bar=config.progress_bar), task=task)
+        sft_model = sft_history["model"]
         history["sft_seconds"] = sft_history["seconds"]
     torch.set_num_threads(config.num_threads)
     generator = seed_everything(config.seed)

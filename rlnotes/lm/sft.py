@@ -2,7 +2,7 @@
 
 Introduced in ``06_dpo``; ``07_grpo`` and ``08_rlhf`` start from the model it returns:
 
-    model, history = sft.train(sft.Config(seed=1))
+    history = sft.train(sft.Config(seed=1)); model = history["model"]
 
 The teacher (``AdditionTask.teacher``) is wrong on a stated share of its demonstrations, drawn afresh
 every time a prompt is shown. A model that fits the teacher well therefore answers right greedily (the
@@ -97,12 +97,15 @@ def reference_model(model, config, task: AdditionTask, progress=None):
         return model, {}
     sft_config = Config(seed=config.seed, steps=config.sft_steps, num_threads=config.num_threads,
                         progress_bar=config.progress_bar)
-    model, sft_history = train(sft_config, progress=progress, task=task)
-    return model, {"sft": {k: sft_history[k] for k in ("greedy_accuracy", "sampled_accuracy", "seconds")}}
+    sft_history = train(sft_config, progress=progress, task=task)
+    return sft_history["model"], {"sft": {k: sft_history[k] for k in ("greedy_accuracy", "sampled_accuracy", "seconds")}}
 
 
-def train(config: Config | None = None, progress=None, task: AdditionTask | None = None):
-    """Train a tiny GPT on the noisy teacher -> (model, history).
+def train(config: Config | None = None, progress=None, *, task: AdditionTask | None = None) -> dict:
+    """Train a tiny GPT on the noisy teacher -> history, the model under "model".
+
+    The contract of every LM trainer (``rlnotes lm <name>``): ``before`` and ``after`` (held-out greedy
+    and sampled accuracy of the untrained and of the trained model), ``seconds`` (training time).
 
     history: ``step``, ``loss`` (a list each, one entry per step); ``eval_step``, ``eval_greedy_accuracy``
     (periodic greedy accuracy on 500 held-out prompts); and the final ``greedy_accuracy``,
@@ -151,6 +154,8 @@ def train(config: Config | None = None, progress=None, task: AdditionTask | None
 
     model.eval()
     history.update(final_evaluation(model, task, generator, config.eval_samples))
-    history["seconds"] = seconds
-    history["num_parameters"] = model.num_parameters()
-    return model, history
+    history["after"] = {k: history[k] for k in ("greedy_accuracy", "sampled_accuracy")}
+    history["before"] = final_evaluation(build_model(config, task), task, torch.Generator().manual_seed(config.seed + 2),
+                                         1, task.split("heldout"))  # the untrained model: 0 (it never writes digits + EOS)
+    history.update(seconds=seconds, num_parameters=model.num_parameters(), final_loss=history["loss"][-1], model=model)
+    return history
