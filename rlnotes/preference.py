@@ -135,7 +135,8 @@ def dpo_loss(
     if not 0.0 <= ls <= 1.0:
         raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {ls}")
 
-    # Checked against huggingface/trl, trl/trainer/dpo_trainer.py (DPOTrainer.dpo_loss): same logits, the
+    # Checked numerically against huggingface/trl@v1.16.0, trl/trainer/dpo_trainer.py (DPOTrainer._compute_loss)
+    # by tests/test_hf_bridge.py (the method was DPOTrainer.dpo_loss in TRL 0.x): same logits, the
     # same four formulas, rewards beta * (policy - ref).detach(); IPO's length averaging happens upstream there.
     logits = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)  # (B,)
     if loss_type in ("sigmoid", "robust"):
@@ -186,7 +187,8 @@ def kto_loss(policy_logps, ref_logps, desirable, kl, beta=0.1, desirable_weight=
     kl = torch.as_tensor(kl, dtype=policy_logps.dtype, device=policy_logps.device)
     _checks.broadcasts_to(fn, "kl", kl, "policy_logps", policy_logps)
 
-    # Checked against huggingface/trl, trl/trainer/kto_trainer.py (KTOTrainer.kto_loss): kl detached and
+    # Checked by reading huggingface/trl@v1.16.0, trl/trainer/kto_trainer.py (KTOTrainer._compute_loss; it was
+    # KTOTrainer.kto_loss in TRL 0.x), not by a test: kl detached and
     # clamped at 0, the two sigmoids below, the weights applied per example.
     z = kl.clamp(min=0).detach()
     logratio = policy_logps - ref_logps  # (B,)
