@@ -2,7 +2,7 @@
 
     rlnotes chapters                                   one line a notebook
     rlnotes train dqn --env CartPole-v1 --seed 1       JSON lines of progress, then the final result
-    rlnotes bench --seeds 5                            side by side with Stable-Baselines3 (bench extra)
+    rlnotes bench --seeds 1000-1009                    side by side with Stable-Baselines3 (bench extra)
     rlnotes lm sft --seed 1                            the tiny GPT's SFT on the noisy teacher (chapter 06)
     rlnotes lm dpo --seed 1                            SFT, then DPO (or --loss-type ipo|hinge|robust|kto)
     rlnotes lm grpo --seed 1                           SFT, then GRPO on the verifiable reward (chapter 07)
