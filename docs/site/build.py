@@ -196,15 +196,19 @@ def render(nb, title: str, stems: set[str]) -> str:
     return _rewrite_links(body, stems)
 
 
-def chapter_table(readme: str) -> list[tuple[list[str], str]]:
-    """The README's course table: ([notebook stems of the row], what you do (markdown))."""
+def chapter_table(readme: str) -> tuple[list[str], list[tuple[list[str], list[str]]]]:
+    """The README's course table: its headers, and for each row ([notebook stems], [the other cells])."""
     section = readme.split("## The course", 1)[1].split("\n## ", 1)[0]
-    rows = []
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 2 and cells[0] != "notebook" and not set(cells[0]) <= set("-: "):
-            rows.append((re.findall(r"`([^`]+)`", cells[0]), cells[1]))
-    return rows
+    lines = [line.strip() for line in section.splitlines() if line.strip().startswith("|")]
+    split = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    if not split:
+        raise ValueError("README.md: no table under '## The course'")
+    headers, rows = split[0], []
+    for cells in split[1:]:
+        if all(set(c) <= set("-: ") for c in cells):  # the |---|---| line
+            continue
+        rows.append((re.findall(r"`([^`]+)`", cells[0]), cells[1:]))
+    return headers, rows
 
 
 def _inline_markdown(text: str) -> str:
@@ -214,11 +218,13 @@ def _inline_markdown(text: str) -> str:
 
 def index_page(readme: str, stems: set[str]) -> str:
     intro = readme.split("\n## ", 1)[0].split("\n", 1)[1].strip()
+    headers, table = chapter_table(readme)
     rows = []
-    for names, what in chapter_table(readme):
+    for names, others in table:
         links = " · ".join(f'<a href="{n}.html">{html.escape(n)}</a>' if n in stems else f"<code>{html.escape(n)}</code>"
                            for n in names)
-        rows.append(f"<tr><td>{links}</td><td>{_inline_markdown(what)}</td></tr>")
+        rows.append(f"<tr><td>{links}</td>" + "".join(f"<td>{_inline_markdown(c)}</td>" for c in others) + "</tr>")
+    head = "".join(f"<th>{_inline_markdown(h)}</th>" for h in headers)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>rlnotes: the course</title>{STYLE}</head>
 <body class="rlnotes-index">
@@ -228,7 +234,7 @@ def index_page(readme: str, stems: set[str]) -> str:
 than a learner's) and rendered as a page. The widgets show their last picture here; their sliders move in
 JupyterLab (<code>make lab</code>). Terms in Chinese and English: <a href="glossary.html">glossary</a>.</p>
 <table>
-<thead><tr><th>notebook</th><th>what you do</th></tr></thead>
+<thead><tr>{head}</tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody>
