@@ -9,11 +9,11 @@ exercises; each release is checked to carry nothing of a solution or a hidden te
     teacher   nbgrader collect, nbgrader autograde, nbgrader generate_feedback, nbgrader export
 
 ada submits the solutions (full marks), ben a plausible mistake in one exercise (that exercise 0, the
-others full), cy the untouched release (0). Marks are read from nbgrader's gradebook (its Gradebook
+other full), cy the untouched release (0). Marks are read from nbgrader's gradebook (its Gradebook
 API) and from `nbgrader export`'s CSV; ben's feedback page names the test he failed.
 
-Autograde executes whole notebooks (fast mode, RLNOTES_FAST=1): the class plays one cheap chapter,
-02_policy_gradient (about 15 s of CPU a run in fast mode), three runs in all.
+Autograde executes whole notebooks (fast mode, RLNOTES_FAST=1): the class plays the cheapest chapter in
+fast mode, 04_trpo (about 11 s of CPU a run, against 15 s for 02 and 28 s for 03), three runs in all.
 """
 
 from __future__ import annotations
@@ -32,15 +32,23 @@ import pytest
 from rlnotes import assignments
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAPTER = "02_policy_gradient"
-WRONG_EXERCISE = "reward_to_go"  # ben forgets the discount: the plain sum of the rewards to go
-WRONG_SOURCE = '''def reward_to_go(rewards, gamma):
-    out = torch.zeros_like(rewards)
-    running = 0.0
-    for t in reversed(range(len(rewards))):
-        running = rewards[t] + running
-        out[t] = running
-    return out
+CHAPTER = "04_trpo"
+# ben's conjugate gradient forgets the conjugation: each new direction is the residual alone, which is
+# steepest descent with an exact line search (it runs, and it is wrong after the first iteration).
+WRONG_EXERCISE = "conjugate_gradient"
+WRONG_SOURCE = '''def my_conjugate_gradient(matrix_vector_product, b, iterations):
+    x_k = torch.zeros_like(b)
+    r_k = b.clone()
+    p_k = b.clone()
+    for _ in range(iterations):
+        A_p = matrix_vector_product(p_k)
+        step_k = (r_k @ r_k) / (p_k @ A_p)
+        x_k = x_k + step_k * p_k
+        r_k = r_k - step_k * A_p
+        if r_k @ r_k < 1e-10:
+            break
+        p_k = r_k
+    return x_k
 '''
 STUDENTS = ("ada", "ben", "cy")
 
@@ -208,19 +216,19 @@ def _marks(root: Path) -> dict:
 
 def test_marks_in_the_gradebook(term):
     marks = _marks(term["root"])
-    tests = {f"test_{name}" for name in ("log_derivative_estimate", "reward_to_go", "gaussian_score")}
-    assert marks["ada"]["total"] == (3.0, 3.0), marks["ada"]
+    tests = {"test_fisher_vector_product", "test_conjugate_gradient"}
+    assert marks["ada"]["total"] == (2.0, 2.0), marks["ada"]
     assert marks["ada"]["tests"] == dict.fromkeys(tests, 1.0)
-    assert marks["ben"]["total"] == (2.0, 3.0), marks["ben"]
-    assert marks["ben"]["tests"] == {**dict.fromkeys(tests, 1.0), "test_reward_to_go": 0.0}
-    assert marks["cy"]["total"] == (0.0, 3.0), marks["cy"]
+    assert marks["ben"]["total"] == (1.0, 2.0), marks["ben"]
+    assert marks["ben"]["tests"] == {"test_fisher_vector_product": 1.0, "test_conjugate_gradient": 0.0}
+    assert marks["cy"]["total"] == (0.0, 2.0), marks["cy"]
     assert marks["cy"]["tests"] == dict.fromkeys(tests, 0.0)
 
 
 def test_marks_in_nbgrader_export(term):
     rows = {row["student_id"]: row for row in csv.DictReader(term["csv"].open()) if row["assignment"] == CHAPTER}
     scores = {s: (float(rows[s]["score"]), float(rows[s]["max_score"])) for s in STUDENTS}
-    assert scores == {"ada": (3.0, 3.0), "ben": (2.0, 3.0), "cy": (0.0, 3.0)}
+    assert scores == {"ada": (2.0, 2.0), "ben": (1.0, 2.0), "cy": (0.0, 2.0)}
 
 
 def _feedback(root: Path, student: str) -> str:
@@ -231,14 +239,14 @@ def _feedback(root: Path, student: str) -> str:
 
 def test_feedback_names_the_failed_test(term):
     ben = _feedback(term["root"], "ben")
-    assert "Score: 2.0 / 3.0" in ben
+    assert "Score: 1.0 / 2.0" in ben
     # nbgrader's feedback page lists every graded cell with its points; ben's failed one with 0 and its error.
-    assert re.search(r"test_reward_to_go.{0,300}?\(Score: 0\.0 / 1\.0\)", ben, flags=re.S), "the failed test is not named"
+    assert re.search(r"test_conjugate_gradient.{0,300}?\(Score: 0\.0 / 1\.0\)", ben, flags=re.S), "the failed test is not named"
     assert "AssertionError" in ben and "Traceback (most recent call last)" in ben
     ada = _feedback(term["root"], "ada")
-    assert "Score: 3.0 / 3.0" in ada and "Traceback (most recent call last)" not in ada
+    assert "Score: 2.0 / 2.0" in ada and "Traceback (most recent call last)" not in ada
     cy = _feedback(term["root"], "cy")
-    assert "Score: 0.0 / 3.0" in cy and "NotImplementedError" in cy
+    assert "Score: 0.0 / 2.0" in cy and "NotImplementedError" in cy
 
 
 def test_solutions_and_hidden_tests_stay_with_the_teacher(term):
