@@ -26,7 +26,6 @@ import base64
 import copy
 import hashlib
 import html
-import json
 import os
 import re
 import shutil
