@@ -181,6 +181,6 @@ def test_cli_lm_grpo_prints_the_common_json_format():
     final = lines[-1]
     assert final["event"] == "final" and final["command"] == "lm grpo" and final["config"]["group_size"] == 4
     assert set(final["before"]) == set(final["after"]) == {"greedy_accuracy", "sampled_accuracy"}
-    assert final["seconds"] > 0 and final["eval_iteration"] == [0, 2, 4] and len(final["reward"]) == 4
+    assert isinstance(final["seconds"], float) and final["eval_iteration"] == [0, 2, 4] and len(final["reward"]) == 4
     assert set(final["sft"]) == {"greedy_accuracy", "sampled_accuracy", "seconds"}
     assert [line["stage"] for line in lines[:-1]].count("grpo") == 3

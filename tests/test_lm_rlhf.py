@@ -88,7 +88,7 @@ def test_cli_lm_rlhf_prints_the_common_json_format_and_the_reward_models_accurac
     final = [json.loads(line) for line in out.splitlines()][-1]
     assert final["event"] == "final" and final["command"] == "lm rlhf"
     assert set(final["before"]) == set(final["after"]) == {"greedy_accuracy", "sampled_accuracy"}
-    assert final["seconds"] > 0 and final["eval_iteration"] == [0, 1, 2]
+    assert isinstance(final["seconds"], float) and final["eval_iteration"] == [0, 1, 2]
     assert 0.0 <= final["reward_model"]["heldout_pair_accuracy"] <= 1.0
 
 
