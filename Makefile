@@ -43,18 +43,17 @@ $(LAB_OVERRIDES): | $(VENV)/.course
 lab: $(VENV)/.course $(LAB_OVERRIDES)
 	$(BIN)/jupyter lab notebooks/ --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
 
-# Unit tests, every notebook executed top to bottom in fast mode, the nbgrader round trip.
-# Two workers (pytest-xdist); --dist loadfile keeps each file together on one worker, so a
-# notebook's cells run in order in one kernel.
+# Unit tests, every notebook executed once top to bottom in fast mode (tests/test_notebooks.py, which
+# also builds the site from those runs), the nbgrader round trip, JupyterLab in a browser.
+# Two workers (pytest-xdist); --dist loadfile keeps each test file together on one worker.
 test: $(VENV)/.test
-	RLNOTES_FAST=1 $(BIN)/python -m pytest tests notebooks -n 2 --dist loadfile \
-		--nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider -v
+	RLNOTES_FAST=1 $(BIN)/python -m pytest tests -n 2 --dist loadfile -p no:cacheprovider -v --durations=15
 
 unit: $(VENV)/.test
 	$(BIN)/python -m pytest tests -m "not slow"
 
 notebooks: $(VENV)/.test
-	RLNOTES_FAST=1 $(BIN)/python -m pytest notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+	RLNOTES_FAST=1 $(BIN)/python -m pytest tests/test_notebooks.py -k fast_mode -v
 
 # Not part of `make test`: every notebook executed top to bottom in full mode (what a learner runs,
 # about 9 minutes of CPU for 00-05), printing each chapter's wall and CPU time; and every notebook in

@@ -1,7 +1,9 @@
 """The classroom round trip: nbgrader's student release of every notebook with exercises.
 
-The instructor notebook must pass its own tests, the student release must fail them (its stubs raise
-NotImplementedError), and the release must not leak solutions or hidden tests.
+The student release must fail every graded test (its stubs raise NotImplementedError), checked with
+`nbgrader validate --invert`, and must not leak solutions or hidden tests. That the instructor version
+passes its own graded tests is checked on the one fast-mode execution of each notebook, in
+tests/test_notebooks.py (a second execution by `nbgrader validate` would only repeat it).
 """
 
 import json
@@ -42,13 +44,6 @@ def _release(notebook, tmp_path_factory):
 
 
 PER_NOTEBOOK = [pytest.param(path, id=path.stem) for path in NOTEBOOKS]
-
-
-@pytest.mark.parametrize("notebook", PER_NOTEBOOK)
-def test_instructor_version_passes_its_tests(notebook, tmp_path_factory):
-    root, _ = _release(notebook, tmp_path_factory)
-    result = assignments.validate(root / "source" / notebook.stem / notebook.name)
-    assert "Success! Your notebook passes all the tests." in result.stdout, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("notebook", PER_NOTEBOOK)

@@ -1,18 +1,30 @@
-"""`make site`, as a reader of the website sees it: the index, every chapter page, its figures.
+"""Every notebook executed once in fast mode, as `make test` checks it; then `make site` from those runs.
 
-The site is built as `make site` builds it (docs/site/build.py into build/site/): every notebook
-executed in fast mode and rendered by nbconvert. Executed copies that are current (same notebook, same
-rlnotes sources) are reused from build/site/executed/, so after a `make site` this test only renders;
-on a fresh clone it executes every notebook once. Chromium (Playwright) then opens build/site/index.html
-with every request off the machine refused (the pages must stand without the web), follows each chapter
-link of the index and finds on each page its figures (<img> elements holding PNG data that the browser
-decoded), the widgets' last pictures with their note, and no error output.
+One execution a chapter serves three claims, so `make test` runs each notebook once (not once a claim):
 
-Needs /usr/bin/chromium (see tests/test_browser.py; RLNOTES_REQUIRE_BROWSER=1 makes its absence fail).
+- the notebook runs top to bottom in fast mode (`RLNOTES_FAST=1`) without an error output: every
+  `assert` in it holds (a failing assert is an error output);
+- the instructor version of its nbgrader exercises passes its graded tests: each graded test cell ran
+  and printed no error. This is what `nbgrader validate` checks, without a second execution (the student
+  release, whose stubs must fail, is checked with nbgrader itself in tests/test_assignments.py);
+- `make site`, as a reader of the website sees it: the index, every chapter page, its figures.
+
+The executions use docs/site/build.py's `execute` (a fresh kernel of this Python, matplotlib inline, the
+widgets' state kept) and are written to its cache, build/site/executed/; each runs again on every test
+session (never reused from the cache, which does not know the installed packages). The site is then
+built as `make site` builds it and reuses them, so it only renders. Chromium (Playwright) opens
+build/site/index.html with every request off the machine refused (the pages must stand without the
+web), follows each chapter link of the index and finds on each page its figures (<img> elements holding
+PNG data that the browser decoded), the widgets' last pictures with their note, and no error output.
+
+All of it sits in this one file so that pytest-xdist (`--dist loadfile`) keeps it on one worker: the site
+test comes after the executions it reuses. Needs /usr/bin/chromium for the reader test (see
+tests/test_browser.py; RLNOTES_REQUIRE_BROWSER=1 makes its absence fail).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -22,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +46,46 @@ CHROMIUM_FLAGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CELL_TIMEOUT_S = 900  # one cell in fast mode, on a loaded 2-core machine
+
+
+def _site_builder():
+    spec = importlib.util.spec_from_file_location("rlnotes_site_build", ROOT / "docs" / "site" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _errors(cell) -> list[str]:
+    return [f"{o.get('ename')}: {o.get('evalue')}" for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+
+
+# ---------------------------------------------------------------- every notebook, once, in fast mode
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_top_to_bottom_in_fast_mode(notebook):
+    build = _site_builder()
+    start = time.perf_counter()
+    try:
+        executed, _, _ = build.execute(notebook, SITE / "executed", "fast", CELL_TIMEOUT_S, use_cache=False)
+    except RuntimeError as error:  # the failing cell's traceback, from the kernel
+        pytest.fail(str(error), pytrace=False)
+    print(f"{notebook.stem}: executed in {time.perf_counter() - start:.0f} s")
+    nb = nbformat.read(executed, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.get("execution_count") for c in code), "a code cell did not run"
+    failed = {i: _errors(c) for i, c in enumerate(nb.cells) if c.cell_type == "code" and _errors(c)}
+    assert not failed, f"{notebook.name}: error outputs {failed}"
+
+    # The instructor version passes its own graded tests (what `nbgrader validate` reports as Success).
+    # (tests/test_assignments.py checks that every notebook has at least two graded cells.)
+    for cell in [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade")]:
+        grade_id = cell.metadata["nbgrader"]["grade_id"]
+        assert cell.cell_type != "code" or (cell.get("execution_count") and not _errors(cell)), grade_id
+
+
+# ---------------------------------------------------------------- the site, from those executions
 
 
 def _has_widget(path: Path) -> bool:
@@ -51,7 +104,7 @@ def test_make_site_runs_the_builder_into_build_site():
 def site():
     start = time.perf_counter()
     done = subprocess.run([sys.executable, str(ROOT / "docs" / "site" / "build.py"), "--out", str(SITE)],
-                          cwd=ROOT, capture_output=True, text=True)
+                          cwd=ROOT, capture_output=True, text=True)  # reuses the executions above
     assert done.returncode == 0, done.stdout + done.stderr
     print(done.stdout + f"site built in {time.perf_counter() - start:.0f} s")
     return SITE
