@@ -461,7 +461,8 @@ def markdown(rows: list[dict], speed: dict | None = None, budget_rows: list[dict
                                                  data["censored_steps"]))
             lines.append(f"* {row['algo']} {row['env']} {side}: {cells}")
     if budget_rows:
-        lines += ["", "| fixed budget | env | steps | rlnotes final mean return | reference final mean return | rlnotes s | reference s |",
+        lines += ["", "| fixed budget | env | steps | rlnotes final mean return | reference final mean return | "
+                      "rlnotes s | reference s |",
                   "|---|---|---|---|---|---|---|"]
         for row in budget_rows:
             lines.append(f"| {row['algo']} | {row['env']} | {row['steps']:,} | {_fmt(row['rlnotes_mean'])} | "
@@ -594,7 +595,8 @@ def main(argv=None) -> int:
                     runs.append(result)
                     with log.open("a") as f:
                         f.write(json.dumps(result) + "\n")
-                    print(json.dumps({k: result[k] for k in ("side", "algo", "seed", "solved_step", "solved_seconds")}), flush=True)
+                    summary = {k: result[k] for k in ("side", "algo", "seed", "solved_step", "solved_seconds")}
+                    print(json.dumps(summary), flush=True)
 
         if args.pendulum_seeds:
             budget = ZOO[("ppo", "Pendulum-v1")]["n_timesteps"]

@@ -76,7 +76,8 @@ def draw_q_table(mdp: TabularMDP, q, ax=None, title=None, cmap="RdYlGn"):
     q = np.asarray(q, dtype=float)
     limit = max(1e-9, np.abs(q[~np.asarray(mdp.terminal)]).max())
     colours = plt.get_cmap(cmap)
-    corners = {0: [(-0.5, -0.5), (0.5, -0.5)], 1: [(0.5, -0.5), (0.5, 0.5)], 2: [(0.5, 0.5), (-0.5, 0.5)], 3: [(-0.5, 0.5), (-0.5, -0.5)]}
+    corners = {0: [(-0.5, -0.5), (0.5, -0.5)], 1: [(0.5, -0.5), (0.5, 0.5)],
+               2: [(0.5, 0.5), (-0.5, 0.5)], 3: [(-0.5, 0.5), (-0.5, -0.5)]}
     for s, (r, c) in enumerate(mdp.cells):
         if mdp.terminal[s]:
             ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, color="0.85"))

@@ -140,7 +140,7 @@ def test_release_carries_no_solution_and_no_hidden_test(course, chapter):
     assert secret, f"{chapter.name} has exercises but no solution or hidden-test lines"
     # A secret line may legitimately appear in the release only where the instructor's notebook also
     # shows it outside the blocks (a `return out` in an example, say).
-    leaked = sorted(line for line in secret - public if line in {l.strip() for l in text.splitlines()})
+    leaked = sorted(line for line in secret - public if line in {row.strip() for row in text.splitlines()})
     assert not leaked, f"{chapter.name}: release shows solution or hidden-test lines: {leaked[:5]}"
     assert not any(c.get("outputs") or c.get("execution_count") for c in cells if c["cell_type"] == "code")
 

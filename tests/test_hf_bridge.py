@@ -355,7 +355,8 @@ def test_trl_grpo_loss_equals_course_objectives(loss_type, bias_correction, sft_
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop; one micro-batch here
     with torch.no_grad():
         theirs = trainer.compute_loss(trainer.model, {**batch, "old_per_token_logps": old}).item()
-    print(f"GRPO loss {loss_type} bias_correction={bias_correction}: TRL {theirs:.7f} course {ours:.7f} |diff| {abs(theirs - ours):.1e}")
+    print(f"GRPO loss {loss_type} bias_correction={bias_correction}: "
+          f"TRL {theirs:.7f} course {ours:.7f} |diff| {abs(theirs - ours):.1e}")
     assert abs(theirs - ours) < 1e-5, (theirs, ours)  # measured 4e-9 to 2e-8
 
 

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from rlnotes.lm import reward_model, sft
+from rlnotes.lm import reward_model
 from rlnotes.lm.annotator import Annotator, rankings_to_pairs
 from rlnotes.lm.task import AdditionTask
 from rlnotes.preference import reward_model_loss
@@ -52,13 +52,15 @@ def test_compare_without_noise_or_bias_follows_the_taste():
     annotator = Annotator(flip_rate=0.0, short_bias=0.0)
     a, b = ids("65E", "64E", "75E", "6+E"), ids("64E", "75E", "165E", "99E")
     assert annotator.compare(prompt(7, 58, 4), a, b).tolist() == [True, True, True, False]
-    tie = annotator.compare(prompt(7, 58, 4000), ids("64E").repeat(4000, 1), ids("66E").repeat(4000, 1), torch.Generator().manual_seed(0))
+    tie = annotator.compare(prompt(7, 58, 4000), ids("64E").repeat(4000, 1), ids("66E").repeat(4000, 1),
+                            torch.Generator().manual_seed(0))
     assert within_binomial(int(tie.sum()), 4000, 0.5)  # equal taste: a coin flip
 
 
 def test_flip_rate_is_the_share_of_flipped_labels():
     n, gen = 20_000, torch.Generator().manual_seed(0)
-    a_wins = Annotator(flip_rate=0.1, short_bias=0.5).compare(prompt(7, 58, n), ids("65E").repeat(n, 1), ids("6E").repeat(n, 1), gen)
+    annotator = Annotator(flip_rate=0.1, short_bias=0.5)
+    a_wins = annotator.compare(prompt(7, 58, n), ids("65E").repeat(n, 1), ids("6E").repeat(n, 1), gen)
     assert within_binomial(int((~a_wins).sum()), n, 0.1)  # the right answer loses only by a flip
 
 

@@ -94,7 +94,8 @@ def test_cli_lm_sft_and_dpo_print_json_lines():
     lines = _cli("lm", "sft", "--seed", "2", "--steps", "20", "--eval-every", "10", "--no-progress-bar")
     assert [line["event"] for line in lines] == ["progress", "progress", "final"]
     final = lines[-1]
-    assert final["command"] == "lm sft" and final["config"] == dataclasses.asdict(sft.Config(seed=2, steps=20, eval_every=10, progress_bar=False))
+    assert final["command"] == "lm sft"
+    assert final["config"] == dataclasses.asdict(sft.Config(seed=2, steps=20, eval_every=10, progress_bar=False))
     assert 0.0 <= final["sampled_accuracy"] <= 1.0 and final["num_parameters"] == 102_528
     lines = _cli("lm", "dpo", "--seed", "2", "--sft-steps", "20", "--steps", "4", "--eval-every", "2", "--train-prompts", "200",
                  "--eval-prompts", "100", "--loss-type", "ipo", "--no-progress-bar")

@@ -219,7 +219,8 @@ def test_implicit_reward_by_hand_and_inside_dpo_loss():
 
     got = implicit_reward(torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -2.5]), 0.5)
     torch.testing.assert_close(got, torch.tensor([0.5, -0.25]))
-    _, chosen, rejected = dpo_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.5]), beta=0.5)
+    _, chosen, rejected = dpo_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.5]),
+                                   beta=0.5)
     torch.testing.assert_close(torch.cat([chosen, rejected]), got)
     with pytest.raises(ValueError, match="beta"):
         implicit_reward(torch.zeros(2), torch.zeros(2), 0.0)

@@ -204,11 +204,6 @@ def eval_returns(act, env_id: str, episodes: int, seed: int, **env_kwargs) -> li
     return returns.tolist()
 
 
-# Transitional: the old name, still imported by rlnotes/bench.py and notebooks 02 and 03; delete once they
-# import `eval_returns`.
-evaluate = eval_returns
-
-
 def crossed(before: int, after: int, every: int) -> bool:
     """Did a step counter pass a multiple of `every` when it went from `before` to `after`?
 

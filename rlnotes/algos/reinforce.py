@@ -29,22 +29,6 @@ from rlnotes._checks import check_fields, option
 from rlnotes.advantages import discounted_returns, normalize
 from rlnotes.algos.common import Evaluator, env_actions
 from rlnotes.envs import make_vec
-
-# Transitional: notebook 02's cells still call the exact problems as `reinforce.<name>`. They are defined
-# in rlnotes.exact.policy_gradient; delete this import once the notebook calls that module directly.
-from rlnotes.exact.policy_gradient import (  # noqa: F401
-    bandit_surrogate,
-    episode_surrogate,
-    estimate_gradients,
-    estimator_variance,
-    gaussian_quadratic_gradient,
-    gaussian_quadratic_objective,
-    gaussian_surrogate,
-    sample_episodes,
-    sum_over_actions_gradient,
-    tabular_policy_gradient_theorem,
-    tabular_value_gradient,
-)
 from rlnotes.nets import ValueNetwork, flat_size, make_policy
 from rlnotes.objectives import pg_loss, value_loss
 from rlnotes.utils import seed_everything

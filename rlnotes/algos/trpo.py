@@ -45,10 +45,6 @@ from rlnotes.advantages import gae, normalize
 from rlnotes.algos.common import Evaluator, collect_rollout, freeze_distribution, policy_kl, surrogate_and_kl
 from rlnotes.divergences import kl_estimate
 from rlnotes.envs import make_vec
-
-# Transitional: notebook 04's cell still calls `trpo.along_direction`, which is defined in
-# rlnotes.exact.trust_region (a lab, not TRPO); delete this import once the notebook calls that module.
-from rlnotes.exact.trust_region import along_direction  # noqa: F401
 from rlnotes.nets import ValueNetwork, flat_size, make_policy
 from rlnotes.objectives import clip_fraction, explained_variance, surrogate_loss, value_loss
 from rlnotes.utils import seed_everything

@@ -37,7 +37,8 @@ class Annotator:
     """
 
     flip_rate: float = field(default=0.1, metadata={"help": "share of labels flipped at random, in [0, 0.5)"})
-    short_bias: float = field(default=0.2, metadata={"help": "probability of preferring the shorter of two wrong numbers, in [0, 1]"})
+    short_bias: float = field(default=0.2,
+                              metadata={"help": "probability of preferring the shorter of two wrong numbers, in [0, 1]"})
     task: AdditionTask = field(default_factory=AdditionTask, metadata={"help": "the prompts' task (tokenizer, answer lengths)"})
 
     def __post_init__(self):

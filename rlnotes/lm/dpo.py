@@ -54,12 +54,14 @@ LOSS_TYPES = (*DPO_LOSS_TYPES, "kto")
 @dataclass
 class Config:
     seed: int = field(default=1, metadata={"help": "seed of the SFT model, the sampled preference data and training"})
-    sft_steps: int = field(default=1300, metadata={"help": "SFT steps when no reference model is given and one is trained first (`rlnotes lm dpo`)"})
+    sft_steps: int = field(default=1300, metadata={"help": "SFT steps when no reference model is given and one is trained first "
+                                                           "(`rlnotes lm dpo`)"})
     loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (DPO), ipo, hinge, robust, or kto"})
     beta: float = field(default=0.1, metadata={"help": "KL strength: small beta lets the policy move far from pi_ref"})
     label_smoothing: float = field(default=0.0, metadata={"help": "assumed label-flip rate (sigmoid: cDPO; robust: rDPO)"})
     nll_weight: float = field(default=1.0, metadata={"help": "weight of the NLL on chosen answers (RPO alpha; 0 = plain DPO)"})
-    preference_weight: float = field(default=1.0, metadata={"help": "weight of the preference loss (0 with nll_weight > 0: SFT on the chosen answers only)"})
+    preference_weight: float = field(default=1.0, metadata={"help": "weight of the preference loss "
+                                                                    "(0 with nll_weight > 0: SFT on the chosen answers only)"})
     samples_per_prompt: int = field(default=4, metadata={"help": "answers sampled per training prompt from pi_ref"})
     train_prompts: int = field(default=0, metadata={"help": "training prompts to sample answers for (0: all 8000)"})
     steps: int = field(default=300, metadata={"help": "gradient steps"})
@@ -68,7 +70,8 @@ class Config:
     linear_decay: bool = field(default=True, metadata={"help": "decay the step size linearly to 0 (TRL's default schedule)"})
     desirable_weight: float = field(default=1.0, metadata={"help": "KTO weight of desirable answers"})
     undesirable_weight: float = field(default=1.0, metadata={"help": "KTO weight of undesirable answers"})
-    eval_prompts: int = field(default=0, metadata={"help": "held-out prompts for the final accuracies and held-out pairs (0: all 2000)"})
+    eval_prompts: int = field(default=0,
+                              metadata={"help": "held-out prompts for the final accuracies and held-out pairs (0: all 2000)"})
     eval_every: int = field(default=50, metadata={"help": "steps between diagnostics on held-out prompts (not timed)"})
     eval_samples: int = field(default=4, metadata={"help": "answers sampled per held-out prompt for the final sampled accuracy"})
     num_threads: int = field(default=1, metadata={"help": "torch.set_num_threads; 1 is fastest for this tiny model"})

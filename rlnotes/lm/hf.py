@@ -127,7 +127,8 @@ def from_hf(hf_model: GPT2LMHeadModel) -> GPT:
     _check_gpt2_layout(c)
     dropout = float(max(c.resid_pdrop, c.embd_pdrop, c.attn_pdrop))
     if not c.resid_pdrop == c.embd_pdrop == c.attn_pdrop:
-        raise ValueError(f"from_hf: the course model has one dropout rate, got resid/embd/attn {c.resid_pdrop}/{c.embd_pdrop}/{c.attn_pdrop}")
+        raise ValueError("from_hf: the course model has one dropout rate, "
+                         f"got resid/embd/attn {c.resid_pdrop}/{c.embd_pdrop}/{c.attn_pdrop}")
     model = GPT(GPTConfig(c.vocab_size, c.n_positions, c.n_layer, c.n_head, c.n_embd, dropout))
     src = hf_model.state_dict()
     dst = {
@@ -175,7 +176,8 @@ def hf_tokenizer(tok: CharTokenizer, model_max_length: int | None = None) -> Pre
         model_max_length=model_max_length if model_max_length is not None else int(1e30),
     )
     if fast.pad_token_id != tok.pad_id or fast.eos_token_id != tok.eos_id:  # pragma: no cover - a tokenizers change
-        raise RuntimeError(f"hf_tokenizer: pad/eos ids {fast.pad_token_id}/{fast.eos_token_id}, expected {tok.pad_id}/{tok.eos_id}")
+        raise RuntimeError(f"hf_tokenizer: pad/eos ids {fast.pad_token_id}/{fast.eos_token_id}, "
+                           f"expected {tok.pad_id}/{tok.eos_id}")
     return fast
 
 

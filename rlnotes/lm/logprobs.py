@@ -45,7 +45,8 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     log_softmax tensor; tests check it against ``log_softmax(...).gather(...)``.
     """
     if logits.dim() != 3 or targets.shape != logits.shape[:2]:
-        raise ValueError(f"token_logprobs: logits {tuple(logits.shape)} must be (B, T, V) and targets {tuple(targets.shape)} (B, T)")
+        raise ValueError(f"token_logprobs: logits {tuple(logits.shape)} must be (B, T, V) "
+                         f"and targets {tuple(targets.shape)} (B, T)")
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T, V) -> (B, T)
     return picked - torch.logsumexp(logits, dim=-1)  # (B, T)
 
@@ -93,7 +94,8 @@ def sequence_logprobs(model, tokens: torch.Tensor, completion_mask: torch.Tensor
     """
     if tokens.shape != completion_mask.shape or tokens.dim() != 2:
         raise ValueError(
-            f"sequence_logprobs: tokens {tuple(tokens.shape)} and completion_mask {tuple(completion_mask.shape)} must both be (B, L)"
+            f"sequence_logprobs: tokens {tuple(tokens.shape)} and completion_mask {tuple(completion_mask.shape)} "
+            "must both be (B, L)"
         )
     logits = model(tokens[:, :-1])  # position t predicts token t + 1: (B, L - 1, V)
     mask = completion_mask[:, 1:]  # (B, L - 1), aligned with the predicted tokens

@@ -87,17 +87,22 @@ READOUTS = ("token", "sum", "last")
 @dataclass
 class Config:
     seed: int = field(default=1, metadata={"help": "seed of the sampled answers, the annotator's draws, the head and training"})
-    sft_steps: int = field(default=1300, metadata={"help": "SFT steps when no SFT model is passed to train (one is trained first)"})
-    readout: str = field(default="token", metadata={"help": "token (sum of per-token Q-values), sum (of per-position scalars) or last"})
-    init_from_sft: bool = field(default=True, metadata={"help": "start from the SFT model's weights (InstructGPT) instead of a fresh GPT"})
+    sft_steps: int = field(default=1300,
+                           metadata={"help": "SFT steps when no SFT model is passed to train (one is trained first)"})
+    readout: str = field(default="token",
+                         metadata={"help": "token (sum of per-token Q-values), sum (of per-position scalars) or last"})
+    init_from_sft: bool = field(default=True,
+                                metadata={"help": "start from the SFT model's weights (InstructGPT) instead of a fresh GPT"})
     k: int = field(default=4, metadata={"help": "answers sampled per prompt and ranked together (InstructGPT's K)"})
     train_prompts: int = field(default=2000, metadata={"help": "training prompts to sample and rank answers for (0: all 8000)"})
     steps: int = field(default=300, metadata={"help": "gradient steps"})
     batch_size: int = field(default=32, metadata={"help": "prompts per step, each with its k answers and k(k-1)/2 comparisons"})
     learning_rate: float = field(default=3e-4, metadata={"help": "Adam step size at the start (linear decay to 0)"})
     flip_rate: float = field(default=0.1, metadata={"help": "share of the annotator's labels flipped at random"})
-    short_bias: float = field(default=0.2, metadata={"help": "probability the annotator prefers the shorter of two wrong numbers"})
-    eval_prompts: int = field(default=1000, metadata={"help": "held-out prompts for the held-out pairs and the probe (0: all 2000)"})
+    short_bias: float = field(default=0.2,
+                              metadata={"help": "probability the annotator prefers the shorter of two wrong numbers"})
+    eval_prompts: int = field(default=1000,
+                              metadata={"help": "held-out prompts for the held-out pairs and the probe (0: all 2000)"})
     eval_every: int = field(default=50, metadata={"help": "steps between held-out pair accuracy checks (not timed)"})
     num_threads: int = field(default=1, metadata={"help": "torch.set_num_threads; 1 is fastest for this tiny model"})
     progress_bar: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
@@ -141,7 +146,8 @@ class RewardModel(nn.Module):
             raise ValueError(f"RewardModel: readout must be one of {', '.join(READOUTS)}, got {readout!r}")
         width = body.lm_head.out_features
         if width != (body.config.vocab_size if readout == "token" else 1):
-            raise ValueError(f"RewardModel: readout {readout!r} does not fit a head with {width} outputs (build_reward_model makes it)")
+            raise ValueError(f"RewardModel: readout {readout!r} does not fit a head with {width} outputs "
+                             "(build_reward_model makes it)")
         self.body, self.readout, self.eos_id = body, readout, eos_id
         self.register_buffer("offset", torch.zeros(()))  # subtracted from every reward (set after training)
 
@@ -191,10 +197,12 @@ def score(rm: RewardModel, prompts: torch.Tensor, completions: torch.Tensor, bat
     eval mode and restored afterwards; rows are scored in chunks of `batch_size`.
     """
     if prompts.dim() != 2 or completions.dim() != 2 or len(prompts) != len(completions):
-        raise ValueError(f"score: prompts {tuple(prompts.shape)} and completions {tuple(completions.shape)} must be (B, P) and (B, N)")
+        raise ValueError(f"score: prompts {tuple(prompts.shape)} and completions {tuple(completions.shape)} "
+                         "must be (B, P) and (B, N)")
     was_training = rm.training
     rm.eval()
-    out = torch.cat([rm(prompts[i : i + batch_size], completions[i : i + batch_size]) for i in range(0, len(prompts), batch_size)])
+    out = torch.cat([rm(prompts[i : i + batch_size], completions[i : i + batch_size])
+                     for i in range(0, len(prompts), batch_size)])
     rm.train(was_training)
     return out
 
@@ -302,7 +310,8 @@ def heldout_pairs(sft_model, annotator: Annotator, pairs: torch.Tensor, k: int, 
     better_digits = torch.where(a_better, digits[rows, ii], digits[rows, jj])
     worse_digits = torch.where(a_better, digits[rows, jj], digits[rows, ii])
     against_bias = (kind == 1) & (better_digits > worse_digits)
-    return HeldoutPairs(pairs[rows], task.prompts(pairs[rows]), completions[rows, ii], completions[rows, jj], a_better, kind, against_bias)
+    return HeldoutPairs(pairs[rows], task.prompts(pairs[rows]), completions[rows, ii], completions[rows, jj],
+                        a_better, kind, against_bias)
 
 
 def pair_accuracy(rewards_a: torch.Tensor, rewards_b: torch.Tensor, data: HeldoutPairs) -> dict:
@@ -409,7 +418,8 @@ def train(config: Config | None = None, progress=None, *, sft_model=None, task: 
 
     # ---- data: answers from the SFT model, ranked by the annotator --------------------------------------
     start = time.perf_counter()
-    data = collect_rankings(policy, annotator, _subset(task.split("train"), config.train_prompts, config.seed), config.k, generator)
+    train_pairs = _subset(task.split("train"), config.train_prompts, config.seed)
+    data = collect_rankings(policy, annotator, train_pairs, config.k, generator)
     history.update(n_prompts=len(data), n_comparisons=int(data.distinct.sum()), n_heldout_pairs=len(heldout))
 
     # ---- training loop --------------------------------------------------------------------------------

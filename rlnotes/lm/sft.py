@@ -56,7 +56,8 @@ class Config:
         if not 0.0 <= self.wrong_rate <= 1.0:
             raise ValueError(f"sft.Config: wrong_rate must be in [0, 1], got {self.wrong_rate}")
         if not self.learning_rate > 0 or self.weight_decay < 0:
-            raise ValueError(f"sft.Config: learning_rate must be > 0 and weight_decay >= 0, got {self.learning_rate}, {self.weight_decay}")
+            raise ValueError("sft.Config: learning_rate must be > 0 and weight_decay >= 0, "
+                             f"got {self.learning_rate}, {self.weight_decay}")
 
 
 def build_model(config: Config, task: AdditionTask) -> GPT:

@@ -99,7 +99,8 @@ class AdditionTask:
         """Completion ids of non-negative integer answers (B,): digits, EOS, then padding -> (B, max_new_tokens)."""
         answers = torch.as_tensor(answers, dtype=torch.long)
         if bool((answers < 0).any()) or bool((answers >= 10**self.max_answer_len).any()):
-            raise ValueError(f"AdditionTask.completions: answers must be in [0, {10**self.max_answer_len}), got {answers.tolist()[:5]}...")
+            raise ValueError(f"AdditionTask.completions: answers must be in [0, {10**self.max_answer_len}), "
+                             f"got {answers.tolist()[:5]}...")
         tok = self.tokenizer
         length = 1 + sum((answers >= 10**k).long() for k in range(1, self.max_answer_len))  # digits of each answer: (B,)
         position = torch.arange(self.max_new_tokens)[None, :]  # (1, N)
