@@ -162,14 +162,8 @@ TRAINERS = {
     "rlnotes/lm/grpo.py": tuple(s for s in ALL if s != "flatten"),  # per-token tensors stay (B, L)
     "rlnotes/lm/rlhf.py": tuple(s for s in ALL if s != "flatten"),
 }
-# Section comments the lm trainers' owner still has to add (listed in ARCHITECTURE.md, "Known gaps"); the
-# test fails if a listed one is missing from this table, never because one was added.
-KNOWN_GAPS = {
-    "rlnotes/lm/sft.py": {"seed", "envs or data", "nets and optimizer", "storage", "update", "diagnostics", "evaluation"},
-    "rlnotes/lm/dpo.py": {"seed", "nets and optimizer", "storage", "update", "diagnostics", "evaluation"},
-    "rlnotes/lm/reward_model.py": {"seed", "nets and optimizer", "storage", "update", "diagnostics", "evaluation"},
-    "rlnotes/lm/rlhf.py": {"envs or data"},
-}
+# Section comments a trainer may still lack (each listed in ARCHITECTURE.md, "Known gaps"); none left.
+KNOWN_GAPS: dict[str, set[str]] = {}
 
 
 def _stage_of(comment: str) -> str | None:

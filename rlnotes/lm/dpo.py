@@ -286,14 +286,17 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
     pairs sampled from pi_ref on held-out prompts), ``n_pairs`` or ``n_unpaired``, ``seconds``
     (sampling if done here + training; evaluation excluded), ``policy`` (the trained model).
     """
+    # seed
     config = config or Config()
     task = task or AdditionTask()
     torch.set_num_threads(config.num_threads)
     ref_model, history = sft.reference_model(ref_model, config, task, progress)
     generator = seed_everything(config.seed)
     eos_id = task.tokenizer.eos_id
+    # pi_ref frozen (the data below are sampled from it), the policy a trainable copy of it
     ref = copy.deepcopy(ref_model).eval().requires_grad_(False)
     policy = copy.deepcopy(ref_model).train().requires_grad_(True)
+    # data: held-out prompts for the final accuracies and the periodic probe
     heldout = subset_pairs(task.split("heldout"), config.eval_prompts, seed=0)
     probe = subset_pairs(heldout, 500, seed=1)
 
@@ -304,7 +307,7 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
     ho_ref_r = reference_logprobs(ref, ho_pairs.prompts, ho_pairs.rejected, eos_id)
     history["heldout_pairs_before"] = preference_metrics(ref, ho_ref_c, ho_ref_r, ho_pairs, config.beta, eos_id)
 
-    # ---- data: sample from pi_ref, label with the verifiable reward; reference log-probs, once ------------
+    # training data: sample from pi_ref, label with the verifiable reward; reference log-probs, once
     start = time.perf_counter()
     if samples is None:
         train_pairs = subset_pairs(task.split("train"), config.train_prompts, seed=config.seed)
@@ -324,12 +327,14 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
     if len(data) == 0:
         raise ValueError("dpo.train: no training data (with binary rewards, every prompt's answers agreed)")
 
-    # ---- training loop ----------------------------------------------------------------------------
+    # models and optimizer: Adam on the policy (copied above, beside pi_ref), learning rate decayed linearly or constant
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
     decay = (lambda s: 1.0 - s / config.steps) if config.linear_decay else (lambda s: 1.0)  # noqa: E731
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    # storage: the training logs since the last evaluation (history comes from sft.reference_model)
     logs_since, seconds = [], 0.0
     for step in tqdm(range(1, config.steps + 1), desc=config.loss_type, disable=not config.progress_bar):
+        # update: a minibatch of pairs (KTO: of single answers), one Adam step
         rows = torch.randint(len(data), (min(batch, len(data)),), generator=generator)
         if config.loss_type == "kto":
             loss, logs = _kto_step(policy, ref, data, ref_logps, rows, config, eos_id, generator)
@@ -341,11 +346,13 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
         schedule.step()
         logs_since.append({"loss": loss.item(), **logs})
 
+        # diagnostics, not timed: the training logs averaged since the last evaluation
         if step % config.eval_every == 0 or step == config.steps:  # diagnostics, not timed
             seconds += time.perf_counter() - start
             record = {"eval_step": step}
             for key in logs_since[0]:
                 record[key] = sum(entry[key] for entry in logs_since) / len(logs_since)
+            # evaluation: KL to pi_ref and greedy accuracy on the held-out probe prompts
             record["kl"] = kl_to_reference(policy, ref, task, probe, eval_gen)
             record["greedy_accuracy_probe"] = evaluate(policy, task, probe, temperature=0.0)
             for key, value in record.items():

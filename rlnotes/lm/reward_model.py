@@ -395,6 +395,7 @@ def train(config: Config | None = None, progress=None, *, sft_model=None, task: 
     answers), ``n_heldout_pairs``, ``offset``, ``seconds`` (sampling, ranking and training; evaluation
     excluded), ``sft_seconds`` (0 when sft_model is given).
     """
+    # seed
     config = config or Config()
     task = task or AdditionTask()
     history = {"sft_seconds": 0.0}
@@ -405,29 +406,32 @@ def train(config: Config | None = None, progress=None, *, sft_model=None, task: 
         history["sft_seconds"] = sft_history["seconds"]
     torch.set_num_threads(config.num_threads)
     generator = seed_everything(config.seed)
+    # the annotator and the frozen SFT policy, which make the data below; the reward model to train
     annotator = Annotator(config.flip_rate, config.short_bias, task)
     policy = copy.deepcopy(sft_model).eval()
     rm = build_reward_model(policy, config.readout, config.init_from_sft, task.tokenizer.eos_id)
 
-    # held-out pairs from the SFT model, judged by the noiseless taste (not timed)
+    # data: held-out pairs from the SFT model, judged by the noiseless taste (not timed)
     eval_gen = torch.Generator().manual_seed(config.seed + 1)
     eval_pairs = _subset(task.split("heldout"), config.eval_prompts, 0)
     heldout = heldout_pairs(policy, annotator, eval_pairs, config.k, eval_gen)
     history["baselines"] = _baselines(policy, annotator, heldout, eval_gen)
     history["heldout_before"], history["probe_before"] = _evaluate(rm, heldout), probe(rm, task, eval_pairs)
 
-    # ---- data: answers from the SFT model, ranked by the annotator --------------------------------------
+    # training data: answers from the SFT model, ranked by the annotator
     start = time.perf_counter()
     train_pairs = _subset(task.split("train"), config.train_prompts, config.seed)
     data = collect_rankings(policy, annotator, train_pairs, config.k, generator)
     history.update(n_prompts=len(data), n_comparisons=int(data.distinct.sum()), n_heldout_pairs=len(heldout))
 
-    # ---- training loop --------------------------------------------------------------------------------
+    # models and optimizer: Adam on the reward model (built above), learning rate decayed linearly to 0
     optimizer = torch.optim.Adam(rm.parameters(), lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / config.steps)
+    # storage: the training logs since the last evaluation (history is above)
     logs, seconds = [], 0.0
     B, K = min(config.batch_size, len(data)), config.k
     for step in tqdm(range(1, config.steps + 1), desc=f"reward model ({config.readout})", disable=not config.progress_bar):
+        # update: B prompts with their K ranked answers, one Adam step on the ranking loss
         rows = torch.randint(len(data), (B,), generator=generator)
         completions = data.completions[rows].reshape(B * K, -1)  # (B * K, N): every answer read once
         rewards = rm(data.prompts[rows].repeat_interleave(K, 0), completions).view(B, K)
@@ -438,6 +442,7 @@ def train(config: Config | None = None, progress=None, *, sft_model=None, task: 
         schedule.step()
         logs.append((loss.item(), accuracy.item()))
 
+        # diagnostics, not timed: loss and pair accuracy since the last evaluation, held-out pair accuracy
         if step % config.eval_every == 0 or step == config.steps:  # diagnostics, not timed
             seconds += time.perf_counter() - start
             record = {"eval_step": step, "loss": sum(x[0] for x in logs) / len(logs),
@@ -450,11 +455,12 @@ def train(config: Config | None = None, progress=None, *, sft_model=None, task: 
             logs = []
             start = time.perf_counter()
 
-    # ---- normalisation: the SFT model's answers score 0 on average ------------------------------------------
+    # normalisation: the SFT model's answers score 0 on average
     flat = data.completions.reshape(len(data) * K, -1)
     rm.offset.fill_(float(score(rm, data.prompts.repeat_interleave(K, 0), flat).mean()))
     seconds += time.perf_counter() - start
 
+    # evaluation, not timed: held-out pairs and the probe, after training
     rm.eval()
     history.update(model=rm, annotator=annotator, heldout=_evaluate(rm, heldout), probe=probe(rm, task, eval_pairs),
                    offset=float(rm.offset), seconds=seconds)

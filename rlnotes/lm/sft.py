@@ -113,25 +113,29 @@ def train(config: Config | None = None, progress=None, *, task: AdditionTask | N
     ``sampled_accuracy`` (all held-out prompts), ``seconds`` (training only), ``num_parameters``.
     `progress`, if given, is called with a dict at every periodic evaluation (the CLI prints it).
     """
+    # seed
     config = config or Config()
     task = task or AdditionTask()
     torch.set_num_threads(config.num_threads)
     generator = seed_everything(config.seed)
 
-    # ---- model, optimizer, data -----------------------------------------------------------------------
+    # data: the train split, and 500 held-out prompts to probe (their own generator: the seed above is untouched)
+    train_pairs, heldout = task.split("train"), task.split("heldout")
+    probe = heldout[torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))[:500]]
+
+    # models and optimizer: the tiny GPT, AdamW with a cosine schedule
     model = build_model(config, task)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # cosine from 1 to 0.1 of the peak
         optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / config.steps)).item())
     )
-    train_pairs, heldout = task.split("train"), task.split("heldout")
-    probe = heldout[torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))[:500]]
+    # storage
     history = {"step": [], "loss": [], "eval_step": [], "eval_greedy_accuracy": []}
 
-    # ---- training loop ----------------------------------------------------------------------------
     seconds = 0.0
     start = time.perf_counter()
     for step in tqdm(range(1, config.steps + 1), desc="SFT", disable=not config.progress_bar):
+        # update: a minibatch of train prompts with fresh teacher answers, one AdamW step
         pairs = train_pairs[torch.randint(len(train_pairs), (config.batch_size,), generator=generator)]  # (B, 2)
         completions, _ = task.teacher(pairs, config.wrong_rate, generator)  # (B, N), fresh noise every time
         tokens, mask = collate(task.prompts(pairs), completions, task.tokenizer.eos_id)  # (B, L)
@@ -140,11 +144,13 @@ def train(config: Config | None = None, progress=None, *, task: AdditionTask | N
         loss.backward()
         optimizer.step()
         schedule.step()
+        # diagnostics: the loss of every step
         history["step"].append(step)
         history["loss"].append(loss.item())
 
         if step % config.eval_every == 0 or step == config.steps:  # diagnostics, not timed
             seconds += time.perf_counter() - start
+            # evaluation: greedy accuracy on the 500 held-out probe prompts
             accuracy = evaluate(model, task, probe, temperature=0.0)
             history["eval_step"].append(step)
             history["eval_greedy_accuracy"].append(accuracy)
