@@ -56,7 +56,7 @@ notebooks: $(VENV)/.test
 	RLNOTES_FAST=1 $(BIN)/python -m pytest tests/test_notebooks.py -k fast_mode -v
 
 # Not part of `make test`: every notebook executed top to bottom in full mode (what a learner runs,
-# about 9 minutes of CPU for 00-05), printing each chapter's wall and CPU time; and every notebook in
+# about 27 minutes of CPU for all nine), printing each chapter's wall and CPU time; and every notebook in
 # fast mode under RLNOTES_SEED_OFFSET=1..4, so that no claim holds on one seed only.
 # Executed copies go to build/notebooks/. Options: tools/run_notebooks.py --help.
 test-full: $(VENV)/.test
