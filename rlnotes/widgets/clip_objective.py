@@ -5,7 +5,7 @@ Everything drawn is computed by `rlnotes.objectives` (`clipped_surrogate`, `clip
 `clip_fraction`): the widget adds no formula of its own.
 
 The figure is shown as an ipywidgets Image whose value is replaced on every redraw, not through an
-Output widget: a headless executor (nbclient, used by nbval and nbgrader) mimics Output widgets by
+Output widget: a headless executor (nbclient, used by the tests, the site builder and nbgrader) mimics Output widgets by
 sending messages on the shell channel it is polling, which intermittently blocks a cell until the
 timeout (jupyter/nbclient#312).
 """

@@ -10,7 +10,7 @@ The objective is TRPO's surrogate with advantages A(a) of the three actions, its
 the actions taken exactly: sum_a pi_old(a) r(a) A(a) = sum_a pi_theta(a) A(a).
 
 The figure is shown as an ipywidgets Image whose value is replaced on every redraw, not through an
-Output widget: a headless executor (nbclient, used by nbval and nbgrader) mimics Output widgets by
+Output widget: a headless executor (nbclient, used by the tests, the site builder and nbgrader) mimics Output widgets by
 sending messages on the shell channel it is polling, which intermittently blocks a cell until the
 timeout (jupyter/nbclient#312).
 """
