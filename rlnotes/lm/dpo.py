@@ -293,9 +293,8 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
     ref_model, history = sft.reference_model(ref_model, config, task, progress)
     generator = seed_everything(config.seed)
     eos_id = task.tokenizer.eos_id
-    # pi_ref frozen (the data below are sampled from it), the policy a trainable copy of it
+    # pi_ref, frozen: the data below are sampled from it
     ref = copy.deepcopy(ref_model).eval().requires_grad_(False)
-    policy = copy.deepcopy(ref_model).train().requires_grad_(True)
     # data: held-out prompts for the final accuracies and the periodic probe
     heldout = subset_pairs(task.split("heldout"), config.eval_prompts, seed=0)
     probe = subset_pairs(heldout, 500, seed=1)
@@ -327,7 +326,8 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
     if len(data) == 0:
         raise ValueError("dpo.train: no training data (with binary rewards, every prompt's answers agreed)")
 
-    # models and optimizer: Adam on the policy (copied above, beside pi_ref), learning rate decayed linearly or constant
+    # models and optimizer: the policy, a trainable copy of pi_ref; Adam, its step decayed linearly or constant
+    policy = copy.deepcopy(ref_model).train().requires_grad_(True)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
     decay = (lambda s: 1.0 - s / config.steps) if config.linear_decay else (lambda s: 1.0)  # noqa: E731
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
@@ -347,7 +347,7 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
         logs_since.append({"loss": loss.item(), **logs})
 
         # diagnostics, not timed: the training logs averaged since the last evaluation
-        if step % config.eval_every == 0 or step == config.steps:  # diagnostics, not timed
+        if step % config.eval_every == 0 or step == config.steps:
             seconds += time.perf_counter() - start
             record = {"eval_step": step}
             for key in logs_since[0]:

@@ -443,7 +443,7 @@ def train(config: Config | None = None, progress=None, *, sft_model=None, task: 
         logs.append((loss.item(), accuracy.item()))
 
         # diagnostics, not timed: loss and pair accuracy since the last evaluation, held-out pair accuracy
-        if step % config.eval_every == 0 or step == config.steps:  # diagnostics, not timed
+        if step % config.eval_every == 0 or step == config.steps:
             seconds += time.perf_counter() - start
             record = {"eval_step": step, "loss": sum(x[0] for x in logs) / len(logs),
                       "train_pair_accuracy": sum(x[1] for x in logs) / len(logs),

@@ -148,7 +148,7 @@ def train(config: Config | None = None, progress=None, *, task: AdditionTask | N
         history["step"].append(step)
         history["loss"].append(loss.item())
 
-        if step % config.eval_every == 0 or step == config.steps:  # diagnostics, not timed
+        if step % config.eval_every == 0 or step == config.steps:  # not timed
             seconds += time.perf_counter() - start
             # evaluation: greedy accuracy on the 500 held-out probe prompts
             accuracy = evaluate(model, task, probe, temperature=0.0)
