@@ -9,7 +9,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraint
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: lab test unit notebooks test-full test-seeds assignments site browser bench clean help
+.PHONY: lab test unit notebooks test-full test-seeds test-cpus assignments site browser bench clean help
 
 help:
 	@echo "make lab          create .venv, install the course, open JupyterLab on notebooks/"
@@ -18,7 +18,8 @@ help:
 	@echo "make site         every notebook executed (fast mode) and rendered to a static site in build/site"
 	@echo "make bench        install the reference libraries and compare (benchmarks/)"
 	@echo "make test-full    every notebook in full mode, as a learner runs it, with each chapter's time"
-	@echo "make test-seeds   every notebook in fast mode on seed offsets 1 to 4 (RLNOTES_SEED_OFFSET)"
+	@echo "make test-seeds   the trained-model tests and every notebook (fast mode) on seed offsets 1 to 4"
+	@echo "make test-cpus    the unit tests and every notebook (fast mode) under torch's other CPU kernels"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,17 +44,20 @@ $(LAB_OVERRIDES): | $(VENV)/.course
 lab: $(VENV)/.course $(LAB_OVERRIDES)
 	$(BIN)/jupyter lab notebooks/ --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate
 
-# Unit tests, every notebook executed once top to bottom in fast mode (tests/test_notebooks.py, which
-# also builds the site from those runs), the nbgrader round trip, JupyterLab in a browser.
-# Two workers (pytest-xdist); --dist loadfile keeps each test file together on one worker.
+# Unit tests, every notebook executed once top to bottom in fast mode by nbval (`--nbval-lax`, a test a
+# cell; notebooks/conftest.py keeps each executed copy, which tests/test_notebooks.py checks and builds the
+# site from), the nbgrader round trip, JupyterLab in a browser. Two workers (pytest-xdist); --dist loadfile
+# keeps each test file together on one worker, and the notebooks with tests/test_notebooks.py after them.
 test: $(VENV)/.test
-	RLNOTES_FAST=1 $(BIN)/python -m pytest tests -n 2 --dist loadfile -p no:cacheprovider -v --durations=15
+	RLNOTES_FAST=1 $(BIN)/python -m pytest tests notebooks --nbval-lax -n 2 --dist loadfile -p no:cacheprovider -v --durations=15
 
 unit: $(VENV)/.test
 	$(BIN)/python -m pytest tests -m "not slow"
 
+# Every notebook in fast mode through nbval, two at a time; the executed copies go to build/site/executed/,
+# where `make site` finds them. One notebook: .venv/bin/pytest --nbval-lax notebooks/04_trpo.ipynb
 notebooks: $(VENV)/.test
-	RLNOTES_FAST=1 $(BIN)/python -m pytest tests/test_notebooks.py -k fast_mode -v
+	RLNOTES_FAST=1 $(BIN)/python -m pytest notebooks --nbval-lax -n 2 --dist loadfile -p no:cacheprovider
 
 # Not part of `make test`: every notebook executed top to bottom in full mode (what a learner runs,
 # about 27 minutes of CPU for all nine), printing each chapter's wall and CPU time; and every notebook in
@@ -63,7 +67,18 @@ test-full: $(VENV)/.test
 	$(BIN)/python tools/run_notebooks.py --full
 
 test-seeds: $(VENV)/.test
+	for k in 1 2 3 4; do RLNOTES_SEED_OFFSET=$$k $(BIN)/python -m pytest tests -m trained -n 2 --dist loadfile -p no:cacheprovider -q || exit 1; done
 	$(BIN)/python tools/run_notebooks.py --fast --offsets 1,2,3,4
+
+# Not part of `make test`: the unit tests and every notebook (fast mode, through nbval) under torch's other CPU
+# kernels, ATEN_CPU_CAPABILITY=default (no SIMD) and avx2, which round differently and so train along other
+# trajectories, as other machines do. The browser and classroom tests are left out (they test no number).
+test-cpus: $(VENV)/.test
+	for cap in default avx2; do \
+	    echo "=== ATEN_CPU_CAPABILITY=$$cap"; \
+	    ATEN_CPU_CAPABILITY=$$cap RLNOTES_FAST=1 $(BIN)/python -m pytest tests notebooks --nbval-lax -n 2 --dist loadfile \
+	        -p no:cacheprovider -q --deselect tests/test_classroom.py --deselect tests/test_browser.py || exit 1; \
+	done
 
 $(VENV)/.bench: pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(PIP) -e ".[bench]"

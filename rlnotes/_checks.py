@@ -62,15 +62,26 @@ def same_shape(fn: str, **tensors: torch.Tensor) -> None:
 
 
 def broadcasts_to(fn: str, name: str, x: torch.Tensor, target_name: str, target: torch.Tensor) -> None:
-    """`x` broadcasts to `target`'s shape without enlarging it (per-sequence advantages (B, 1) over tokens (B, L))."""
+    """`x` broadcasts to `target`'s shape without enlarging it AND without adding dimensions (or `x` is 0-d).
+
+    Per-sequence advantages over (B, L) tokens must be (B, 1): a (B,) tensor would be aligned with the
+    LAST dim, so that when B == L token j silently got sequence j's value (when B != L broadcasting
+    fails, so only the square case went unnoticed). Requiring ``x.dim() == target.dim()`` refuses it
+    whatever the sizes.
+    """
     try:
         ok = torch.broadcast_shapes(x.shape, target.shape) == target.shape
     except RuntimeError:
         ok = False
+    hint = ""
+    if ok and x.dim() not in (0, target.dim()):
+        ok = False
+        hint = (f": {name} has {x.dim()} dim(s) and {target_name} {target.dim()}, and a (B,) tensor would be"
+                " aligned with the last dim, not the first")
     if not ok:
         raise ValueError(
-            f"{fn}: {name} {shape_str(x)} does not broadcast to {target_name} {shape_str(target)}"
-            " (for one value per sequence over (B, L) tokens, pass shape (B, 1))"
+            f"{fn}: {name} {shape_str(x)} does not broadcast to {target_name} {shape_str(target)}{hint}"
+            f" (for one value per sequence over (B, L) tokens, pass {name}[:, None] of shape (B, 1))"
         )
 
 
@@ -81,6 +92,40 @@ def broadcastable(fn: str, **tensors: torch.Tensor) -> torch.Size:
     except RuntimeError:
         shapes = ", ".join(f"{n} {shape_str(t)}" for n, t in tensors.items())
         raise ValueError(f"{fn}: shapes do not broadcast together: {shapes}") from None
+
+
+def same_ndim_broadcastable(fn: str, **tensors: torch.Tensor) -> torch.Size:
+    """The named tensors broadcast together AND have the same number of dims (0-d scalars excepted).
+
+    For per-example values such as rewards: a scalar head's (B, 1) against (B,) would broadcast to
+    (B, B), a silent outer product; an intended outer comparison states both dims, (B, K, 1) against
+    (B, 1, K). Returns the common shape.
+    """
+    dims = {t.dim() for t in tensors.values() if t.dim() > 0}
+    if len(dims) > 1:
+        shapes = ", ".join(f"{n} {shape_str(t)}" for n, t in tensors.items())
+        raise ValueError(f"{fn}: {shapes} have different numbers of dims and would broadcast silently"
+                         " (squeeze a scalar head's (B, 1) output to (B,) first)")
+    return broadcastable(fn, **tensors)
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32 if it is a lower-precision float (bf16, fp16), else `x` itself (the same tensor, no copy).
+
+    Sums of log-probs and statistics of rewards are computed in float32 whatever the model's dtype, as
+    TRL upcasts (huggingface/trl PR #942): in bf16 (8 bits of mantissa) a sum of a 240-token answer's
+    log-probs moves in steps of 4 nats. A float32 or float64 tensor is returned unchanged, so the
+    float32 path is bit-identical with or without this call.
+    """
+    if x.is_floating_point() and torch.finfo(x.dtype).bits < 32:
+        return x.float()
+    return x
+
+
+def non_empty(fn: str, name: str, x: torch.Tensor, what: str = "rows") -> None:
+    """`x` has at least one element (a batch with no rows has no mean: a ValueError rather than a NaN)."""
+    if x.numel() == 0:
+        raise ValueError(f"{fn}: {name} {shape_str(x)} has no {what}; an empty batch has no loss or mean")
 
 
 def as_float(fn: str, name: str, x, like: torch.Tensor) -> torch.Tensor:

@@ -186,8 +186,11 @@ def normalize(x, eps=1e-8):
     residue divided by a std of the same size would be about +-0.7 everywhere; so a std at rounding
     level (`no_spread`: <= 16 eps * max|x|) counts as no spread at all. Other batches are unchanged.
 
+    Precision: a bf16 or fp16 `x` is normalized in float32 (and returned in float32), as TRL computes
+    its reward statistics; float32 and float64 are unchanged.
+
     Args:
-        x: any shape with at least 2 elements.
+        x: any shape with at least 2 elements, no NaN (one NaN would make every entry NaN: ValueError).
         eps: > 0.
 
     Returns:
@@ -198,6 +201,11 @@ def normalize(x, eps=1e-8):
         raise ValueError(
             f"normalize: x needs at least 2 elements for an unbiased std, got shape {_checks.shape_str(x)}"
         )
+    x = _checks.at_least_float32(x)
+    nans = int(torch.isnan(x).sum())
+    if nans:
+        raise ValueError(f"normalize: x holds {nans} NaN of {x.numel()} entries (a NaN reward or value upstream);"
+                         " the mean and std would make every entry NaN")
     centred = x - x.mean()
     std = x.std()
     return torch.where(no_spread(std, x), torch.zeros_like(centred), centred / (std + eps))
@@ -225,8 +233,17 @@ def group_relative(rewards, eps=1e-4, scale=True, leave_one_out=False):
     see `no_spread`) gets exactly 0, in every mode, instead of its mean's rounding residue (divided by
     a tiny std when `scale`). Other groups are unchanged.
 
+    Unscorable answers: a NaN reward (a reward function that could not score the answer) is left out of
+    its group's mean and std, and its own advantage is 0, as in huggingface/trl@v1.16.0,
+    trl/trainer/grpo_trainer.py, ``_generate_and_score_completions`` (nanmean, nanstd, then
+    ``nan_to_num(advantages, nan=0.0)``): ``[nan, 1, 0, 1]`` gives ``[0, 0.577, -1.155, 0.577]``. With
+    leave_one_out the baseline is the mean of the other SCORED members. A group with fewer than two scored
+    answers has no spread: all its advantages are 0. Without NaN the computation is the one above.
+
+    Precision: bf16 or fp16 rewards are handled in float32 (and the advantages returned in float32).
+
     Args:
-        rewards: (..., G); groups on the last dim, e.g. (B, G) for B prompts.
+        rewards: (..., G); groups on the last dim, e.g. (B, G) for B prompts; NaN marks an unscorable answer.
         eps: > 0, added to the std.
         scale: divide by the group's std.
         leave_one_out: use the mean of the others as the baseline.
@@ -243,6 +260,9 @@ def group_relative(rewards, eps=1e-4, scale=True, leave_one_out=False):
     # GRPOTrainer._generate_and_score_completions: advantages = rewards - group mean, then / (std + 1e-4) unless
     # scale_rewards == "none"; std = nanstd(rewards.view(-1, G), dim=1) (trl/trainer/utils.py, Bessel-corrected,
     # as torch.std). scale_rewards is a string in 1.16 ("group", "batch", "none"); older releases took a bool.
+    rewards = _checks.at_least_float32(rewards)
+    if bool(torch.isnan(rewards).any()):
+        return _group_relative_with_unscored(rewards, eps, scale, leave_one_out)
     G = rewards.shape[-1]
     total = rewards.sum(dim=-1, keepdim=True)  # (..., 1)
     if leave_one_out:
@@ -254,3 +274,23 @@ def group_relative(rewards, eps=1e-4, scale=True, leave_one_out=False):
     if scale:
         advantages = advantages / (std + eps)
     return torch.where(no_spread(std, rewards, dim=-1), torch.zeros_like(advantages), advantages)
+
+
+def _group_relative_with_unscored(rewards, eps: float, scale: bool, leave_one_out: bool):
+    """`group_relative` when some rewards are NaN: NaN answers left out of their group's statistics, advantage 0.
+
+    rewards: (..., G) with NaN entries; the checks were done by the caller.
+    """
+    scored = ~torch.isnan(rewards)  # (..., G)
+    n = scored.sum(dim=-1, keepdim=True).to(rewards.dtype)  # (..., 1) scored answers a group
+    r = torch.where(scored, rewards, torch.zeros_like(rewards))  # (..., G), 0 where unscored
+    total = r.sum(dim=-1, keepdim=True)  # (..., 1)
+    mean = total / n  # (..., 1); NaN for a group with no scored answer (masked below)
+    baseline = (total - r) / (n - 1) if leave_one_out else mean  # mean of the other scored members, or the mean
+    advantages = r - baseline
+    squares = torch.where(scored, (r - mean) ** 2, torch.zeros_like(r))
+    std = (squares.sum(dim=-1, keepdim=True) / (n - 1)).sqrt()  # (..., 1) unbiased, over the scored answers
+    if scale:
+        advantages = advantages / (std + eps)
+    flat = (n < 2) | no_spread(std, r, dim=-1)  # (..., 1): nothing to compare within the group
+    return torch.where(scored & ~flat, advantages, torch.zeros_like(advantages))

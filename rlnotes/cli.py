@@ -7,6 +7,8 @@
     rlnotes lm dpo --seed 1                            SFT, then DPO (or --loss-type ipo|hinge|robust|kto)
     rlnotes lm grpo --seed 1                           SFT, then GRPO on the verifiable reward (chapter 07)
     rlnotes lm rlhf --seed 1                           SFT, a reward model, then PPO against it (chapter 08)
+    rlnotes cache info                                 the checkpoint cache of the trained models (rlnotes.cache)
+    rlnotes cache clear                                empty it
 
 Each trainable algorithm is a module `rlnotes.algos.<name>` with a `Config` dataclass (each field
 carries its help text in `metadata["help"]`) and `train(config, progress=None) -> history`. The
@@ -154,7 +156,29 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         sub = lm_commands.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
         _add_config_options(sub, module.Config)
+    cache = commands.add_parser("cache", help="the checkpoint cache of the trained models: where it is, what it holds, "
+                                              "emptying it")
+    cache_commands = cache.add_subparsers(dest="cache_command", metavar="CACHE_COMMAND")
+    cache_commands.add_parser("info", help="the cache folder and its entries (RLNOTES_CACHE_DIR moves it)")
+    cache_commands.add_parser("clear", help="delete every entry of the cache folder")
     return parser
+
+
+def _cache_command(name: str) -> None:
+    from rlnotes import cache
+
+    folder = cache.directory()
+    if name == "clear":
+        files, n_bytes = cache.clear()
+        print(f"deleted {files} files ({n_bytes / 1e6:.1f} MB) from {folder}")
+        return
+    rows = cache.entries()
+    state = "" if cache.enabled() else " (off: RLNOTES_CACHE=0)"
+    print(f"{folder}{state}: {len(rows)} entries, {sum(r['bytes'] for r in rows) / 1e6:.1f} MB")
+    for row in rows:
+        seconds = f"{row['seconds']:.0f} s" if isinstance(row["seconds"], (int, float)) else "?"
+        print(f"  {row['path'].name:<44} {row['trainer'] or '(unreadable)':<30} trained {row['created'] or '?'} "
+              f"in {seconds:>6}  {row['bytes'] / 1e6:5.1f} MB")
 
 
 def main(argv=None) -> int:
@@ -182,6 +206,11 @@ def main(argv=None) -> int:
             parser.parse_args(["lm", "--help"])
         module = importlib.import_module(LM_COMMANDS[args.lm_command])
         _run_lm(args.lm_command, config_from_args(module.Config, args))
+        return 0
+    if args.command == "cache":
+        if args.cache_command is None:
+            parser.parse_args(["cache", "--help"])
+        _cache_command(args.cache_command)
         return 0
     parser.print_help()
     return 0

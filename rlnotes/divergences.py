@@ -13,7 +13,7 @@ import torch
 
 from . import _checks
 
-__all__ = ["kl_categorical", "kl_gaussian", "kl_estimate", "AdaptiveKL"]
+__all__ = ["kl_categorical", "kl_gaussian", "kl_estimate", "AdaptiveKL", "ProportionalKL"]
 
 
 def kl_categorical(logits_p, logits_q):
@@ -89,6 +89,10 @@ def kl_estimate(logp, logq, kind="k3"):
                                     r - 1 >= log r; this is the per-token KL of GRPO (DeepSeekMath;
                                     huggingface/trl@v1.16.0, trl/trainer/grpo_trainer.py, _compute_loss)
 
+    These are estimates of the VALUE of KL(p || q). Put into a loss and differentiated through log p on
+    samples of p, their expected gradients differ: k1's is 0, k2's is grad KL(p || q), and k3's is
+    grad KL(q || p), the reverse KL (``lm.grpo``'s module docstring; NeMo-RL PR #2506).
+
     k3 uses ``expm1`` for r - 1, exact near r = 1. It can be +inf when log r is huge (q puts far more
     mass on x than p, e.g. log r > 709 in float64, > 88 in float32); it is never NaN and never negative.
 
@@ -131,6 +135,8 @@ class AdaptiveKL:
         otherwise beta stays (both comparisons are strict).
 
     The paper notes that 1.5 and 2 are heuristic and the result is not very sensitive to them.
+    This doubling rule is the PPO paper's; the RLHF papers that adapt beta (Ziegler et al. 2019) use a
+    proportional controller instead: `ProportionalKL`.
 
     Args:
         target: d_targ, > 0.
@@ -155,3 +161,42 @@ class AdaptiveKL:
 
     def __repr__(self):
         return f"AdaptiveKL(target={self.target}, beta={self.beta})"
+
+
+class ProportionalKL:
+    """Ziegler et al.'s proportional KL controller (2019, "Fine-Tuning Language Models from Human Preferences",
+    arXiv:1909.08593, sec. 2.2), as ``AdaptiveKLController`` implements it in TRL 0.x (trl/trainer/utils.py;
+    TRL 1.16 has no PPO trainer) and in CarperAI/trlx.
+
+    Introduced in ``08_rlhf``. Unlike `AdaptiveKL`'s jumps (x2, /2), beta moves a little every update, in
+    proportion to how far the observed KL d is from the target, the error clipped to +-20 %:
+
+        e = clip(d / target - 1, -0.2, 0.2)
+        beta <- beta * (1 + e * n / horizon)
+
+    with n the number of samples (answers) the update used; the paper's K_beta = 0.1 is ``n / horizon``.
+
+    Args:
+        target: the target KL, > 0 (per answer, in nats, for RLHF).
+        init_beta: the starting beta, > 0.
+        horizon: > 0; the larger, the slower beta moves (TRL's default 10000).
+
+    Attributes:
+        beta: the current coefficient.
+    """
+
+    def __init__(self, target, init_beta=1.0, horizon=10000):
+        self.target = _checks.positive("ProportionalKL", "target", target)
+        self.beta = _checks.positive("ProportionalKL", "init_beta", init_beta)
+        self.horizon = _checks.positive("ProportionalKL", "horizon", horizon)
+
+    def update(self, observed_kl, n_steps=1):
+        """Adapt beta to the KL observed on a batch of `n_steps` samples (>= 1); return the new beta."""
+        kl = _checks.finite_number("ProportionalKL.update", "observed_kl", observed_kl)
+        n = _checks.positive("ProportionalKL.update", "n_steps", n_steps)
+        error = min(max(kl / self.target - 1.0, -0.2), 0.2)
+        self.beta *= 1.0 + error * n / self.horizon
+        return self.beta
+
+    def __repr__(self):
+        return f"ProportionalKL(target={self.target}, beta={self.beta}, horizon={self.horizon})"

@@ -33,13 +33,15 @@ def pg_loss(logp, advantages):
     advantages are detached: they weigh the gradient, they are not something to push on.
 
     Args:
-        logp: (B,) or any shape; log pi(a|s) of the taken actions, with gradient.
-        advantages: broadcasts to `logp` (e.g. (B, 1) over (B, L) tokens).
+        logp: (B,) or any shape, at least one element; log pi(a|s) of the taken actions, with gradient.
+        advantages: `logp`'s shape, or the same number of dims with 1s (e.g. (B, 1) over (B, L)
+            tokens), or a 0-d scalar; a (B,) tensor over (B, L) raises even when B == L.
 
     Returns:
-        scalar loss.
+        scalar loss. An empty `logp` raises ValueError (its mean would be NaN).
     """
     _checks.broadcasts_to("pg_loss", "advantages", advantages, "logp", logp)
+    _checks.non_empty("pg_loss", "logp", logp, "elements")
     return -(logp * advantages.detach()).mean()
 
 
@@ -80,7 +82,7 @@ def surrogate_loss(logp, old_logp, advantages):
     Args:
         logp: (B,) or (B, L); log-probs under the current policy, with gradient.
         old_logp: same shape; log-probs under the policy that sampled the data.
-        advantages: broadcasts to `logp`.
+        advantages: broadcasts to `logp` with the same number of dims ((B, 1) over (B, L)) or 0-d.
 
     Returns:
         per-element loss, shape of `logp`.
@@ -109,7 +111,9 @@ def clipped_surrogate(logp, old_logp, advantages, eps=0.2, eps_high=None):
     Args:
         logp: (B,) or (B, L); log-probs under the current policy, with gradient.
         old_logp: same shape; log-probs under the policy that sampled the data.
-        advantages: broadcasts to `logp`, e.g. (B,) for (B,) or (B, 1) for per-sequence advantages.
+        advantages: broadcasts to `logp` with the same number of dims, e.g. (B,) for (B,) or (B, 1)
+            for per-sequence advantages over (B, L) tokens, or 0-d. A (B,) tensor over (B, L) raises
+            ValueError even when B == L, where broadcasting would give token j answer j's advantage.
         eps: lower clip range, > 0.
         eps_high: upper clip range, > 0, or None for `eps`.
 
@@ -149,9 +153,10 @@ def value_loss(values, returns, old_values=None, clip=None):
         clip: > 0 or None; the clip range, which needs `old_values`.
 
     Returns:
-        scalar loss.
+        scalar loss. Empty `values` raise ValueError (their mean would be NaN).
     """
     _checks.same_shape("value_loss", values=values, returns=returns, old_values=old_values)
+    _checks.non_empty("value_loss", "values", values)
     unclipped = (values - returns) ** 2
     if clip is None:
         return 0.5 * unclipped.mean()
@@ -194,13 +199,15 @@ def aggregate(per_token_loss, mask, mode="grpo", max_len=None):
         max_len: for dr_grpo, the maximum completion length (> 0); defaults to L = mask.shape[-1].
 
     Returns:
-        scalar loss.
+        scalar loss. A batch with no rows (B = 0) raises ValueError in every mode (the grpo mean and the
+        dr_grpo denominator would be NaN, dapo's 0).
     """
     _checks.one_of("aggregate", "mode", mode, AGGREGATION_MODES)
     _checks.same_shape("aggregate", per_token_loss=per_token_loss, mask=mask)
     if per_token_loss.dim() == 0 or per_token_loss.shape[-1] == 0:
         shape = _checks.shape_str(per_token_loss)
         raise ValueError(f"aggregate: per_token_loss must be (B, L) with L >= 1, got {shape}")
+    _checks.non_empty("aggregate", "per_token_loss", per_token_loss)
     # Checked against huggingface/trl@v1.16.0 (pinned in constraints.txt), trl/trainer/grpo_trainer.py,
     # GRPOTrainer._compute_loss, loss_type grpo / bnpo / dr_grpo / dapo: same numerators, same clamp(min=1) token
     # counts; dr_grpo divides by B * max_completion_length.
@@ -232,9 +239,12 @@ def clip_fraction(logp, old_logp, eps=0.2, eps_high=None):
     Args:
         logp, old_logp: same shape; log-probs under the current and the old policy.
         eps, eps_high: the clip range, > 0 (eps_high defaults to eps).
+
+    Empty log-probs raise ValueError (the fraction of nothing is undefined).
     """
     eps = _checks.positive("clip_fraction", "eps", eps)
     eps_high = eps if eps_high is None else _checks.positive("clip_fraction", "eps_high", eps_high)
+    _checks.non_empty("clip_fraction", "logp", logp, "elements")
     with torch.no_grad():
         ratio = probability_ratio(logp, old_logp)
         outside = (ratio < 1.0 - eps) | (ratio > 1.0 + eps_high)
@@ -251,7 +261,7 @@ def clip_active(logp, old_logp, advantages, eps=0.2, eps_high=None):
 
     Args:
         logp, old_logp: same shape; log-probs under the current and the old policy.
-        advantages: broadcasts to `logp`.
+        advantages: broadcasts to `logp` with the same number of dims ((B, 1) over (B, L)) or 0-d.
         eps, eps_high: the clip range, > 0 (eps_high defaults to eps).
     """
     eps = _checks.positive("clip_active", "eps", eps)

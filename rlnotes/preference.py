@@ -10,6 +10,10 @@ written with log-probabilities of the policy and of the reference model alone.
 
 Inputs named ``policy_*`` / ``ref_*`` are SEQUENCE log-probabilities (the sum over the answer's
 tokens), one per pair or example: shape (B,).
+
+Shapes are exact: a scalar head's (B, 1) output is refused against (B,) rewards instead of broadcast to
+(B, B) (squeeze it, as TRL's RewardTrainer does). Precision: bf16 or fp16 inputs are combined in float32
+(huggingface/trl PR #942 upcasts the log-probs; in bf16 a DPO logit of two 240-token answers rounds to 0).
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ def implicit_reward(policy_logps, ref_logps, beta):
     Introduced in ``06_dpo``: the reward that the KL-regularized optimum pi* implies, up to the
     per-prompt constant ``beta * log Z(x)`` (Rafailov et al. 2023, eq. 5), which cancels in every
     comparison. What TRL logs as rewards/chosen and rewards/rejected. Not detached: callers that log
-    it detach. Raises ValueError for beta <= 0 or mismatched shapes.
+    it detach. Raises ValueError for beta <= 0 or mismatched shapes. bf16 / fp16 inputs: float32 out.
     """
     beta = _checks.positive("implicit_reward", "beta", beta)
     _checks.same_shape("implicit_reward", policy_logps=policy_logps, ref_logps=ref_logps)
+    policy_logps, ref_logps = _checks.at_least_float32(policy_logps), _checks.at_least_float32(ref_logps)
     return beta * (policy_logps - ref_logps)
 
 
@@ -42,12 +47,15 @@ def bradley_terry(r_chosen, r_rejected):
     P(a over b) + P(b over a) = 1.
 
     Args:
-        r_chosen, r_rejected: (B,) rewards; they broadcast together.
+        r_chosen, r_rejected: (B,) rewards; they broadcast together with the same number of dims (an
+            outer comparison states both: (X, K, 1) against (X, 1, K)), or one is 0-d. A scalar head's
+            (B, 1) against (B,) raises ValueError instead of giving (B, B).
 
     Returns:
-        (B,) probabilities.
+        (B,) probabilities (float32 for bf16 / fp16 rewards).
     """
-    _checks.broadcastable("bradley_terry", r_chosen=r_chosen, r_rejected=r_rejected)
+    _checks.same_ndim_broadcastable("bradley_terry", r_chosen=r_chosen, r_rejected=r_rejected)
+    r_chosen, r_rejected = _checks.at_least_float32(r_chosen), _checks.at_least_float32(r_rejected)
     return torch.sigmoid(r_chosen - r_rejected)
 
 
@@ -59,13 +67,21 @@ def reward_model_loss(r_chosen, r_rejected, margin=0.0):
     larger gap on pairs the labeller was sure about. ``logsigmoid`` keeps huge gaps finite.
 
     Args:
-        r_chosen, r_rejected: (B,) rewards from the reward model.
-        margin: float or (B,) tensor.
+        r_chosen, r_rejected: (B,) rewards from the reward model, the same number of dims (or one 0-d):
+            a scalar head's (B, 1) against (B,) raises ValueError instead of broadcasting to (B, B);
+            squeeze it first, as TRL's RewardTrainer does (huggingface/trl@v1.16.0,
+            trl/trainer/reward_trainer.py, ``compute_loss``).
+        margin: float, or a tensor of the rewards' shape (or with 1s in it).
 
     Returns:
-        (B,) losses; take ``.mean()``.
+        (B,) losses; take ``.mean()``. float32 for bf16 / fp16 rewards.
     """
-    _checks.broadcastable("reward_model_loss", r_chosen=r_chosen, r_rejected=r_rejected)
+    fn = "reward_model_loss"
+    shape = _checks.same_ndim_broadcastable(fn, r_chosen=r_chosen, r_rejected=r_rejected)
+    if isinstance(margin, torch.Tensor):
+        _checks.broadcasts_to(fn, "margin", margin, "the rewards", torch.empty(shape))
+        margin = _checks.at_least_float32(margin)
+    r_chosen, r_rejected = _checks.at_least_float32(r_chosen), _checks.at_least_float32(r_rejected)
     return -F.logsigmoid(r_chosen - r_rejected - margin)
 
 
@@ -130,6 +146,8 @@ def dpo_loss(
     beta = _checks.positive(fn, "beta", beta)
     _checks.one_of(fn, "loss_type", loss_type, DPO_LOSS_TYPES)
     ls = float(label_smoothing)
+    policy_chosen, policy_rejected, ref_chosen, ref_rejected = (  # bf16 sums: logits in float32 (TRL PR #942)
+        _checks.at_least_float32(x) for x in (policy_chosen, policy_rejected, ref_chosen, ref_rejected))
     if loss_type == "robust" and not 0.0 <= ls < 0.5:
         raise ValueError(f"{fn}: label_smoothing must be in [0, 0.5) for loss_type 'robust', got {ls}")
     if not 0.0 <= ls <= 1.0:
@@ -183,6 +201,7 @@ def kto_loss(policy_logps, ref_logps, desirable, kl, beta=0.1, desirable_weight=
     beta = _checks.positive(fn, "beta", beta)
     w_d = _checks.non_negative(fn, "desirable_weight", desirable_weight)
     w_u = _checks.non_negative(fn, "undesirable_weight", undesirable_weight)
+    policy_logps, ref_logps = _checks.at_least_float32(policy_logps), _checks.at_least_float32(ref_logps)
     desirable = _checks.as_float(fn, "desirable", desirable, policy_logps).bool()
     kl = torch.as_tensor(kl, dtype=policy_logps.dtype, device=policy_logps.device)
     _checks.broadcasts_to(fn, "kl", kl, "policy_logps", policy_logps)

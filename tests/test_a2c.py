@@ -11,9 +11,15 @@ from rlnotes.advantages import gae, td_target
 from rlnotes.algos import a2c, qac
 from rlnotes.envs import make_vec
 from rlnotes.nets import CategoricalPolicy, QCritic
+from rlnotes.utils import course_seed
 
 torch.set_num_threads(1)
 RANDOM_CARTPOLE_RETURN = 22.0  # mean return of uniformly random actions on CartPole-v1 (about 22)
+# Bounds on trained runs: each held on 15 runs (seed offsets 0-4 x torch kernels native, default, avx2) with a
+# margin below the worst; the measured ranges are in benchmarks/claims.md (tools/claims.py).
+A2C_BOUND = 4.0  # x random; worst 128.9 (5.9x). Was 5x (110), 15 % under the worst
+A2C_EV_BOUND = 0.3  # best explained variance of the run; worst 0.56. The last one's worst was -0.02: it was asserted > 0
+QAC_BOUND = 2.0  # x random; worst 60.0 (2.7x)
 
 
 class RecordingSGD(torch.optim.SGD):
@@ -131,20 +137,24 @@ def test_cli_builds_a2c_and_qac_options_from_their_configs():
     assert config.gamma == 0.9 and dataclasses.asdict(config)["num_envs"] == 16
 
 
-def test_a2c_learns_cartpole():
+@pytest.mark.trained
+def test_a2c_learns_cartpole(measured):
     """A short run must beat random play (about 22) by far. Budget: 12k env steps, a few seconds on one core."""
-    config = a2c.Config(seed=1, total_steps=12_000, progress_bar=False, stop_when_solved=False)
+    config = a2c.Config(seed=course_seed(1), total_steps=12_000, progress_bar=False, stop_when_solved=False)
     records = []
     history = a2c.train(config, progress=records.append)
-    assert history["eval_mean"] > 5 * RANDOM_CARTPOLE_RETURN, history["eval_means"]
+    measured("explained_variance", history["explained_variance"][-1])
+    measured("max_explained_variance", max(history["explained_variance"]))
+    assert measured("eval_mean", history["eval_mean"]) > A2C_BOUND * RANDOM_CARTPOLE_RETURN, history["eval_means"]
     assert records and records[-1]["step"] == history["eval_steps"][-1]
     assert len(history["update_steps"]) == -(-12_000 // config.batch_size)
-    assert all(np.isfinite(history["value_loss"])) and history["explained_variance"][-1] > 0.0
+    assert all(np.isfinite(history["value_loss"])) and max(history["explained_variance"]) > A2C_EV_BOUND
 
 
-def test_qac_learns_something_on_cartpole():
-    """The literal five steps score actions by Q, not by an advantage, and learn slowly; 8k steps beat random twice over."""
-    config = qac.Config(seed=1, total_steps=8_192, progress_bar=False, stop_when_solved=False)
+@pytest.mark.trained
+def test_qac_learns_something_on_cartpole(measured):
+    """The literal five steps score actions by Q, not by an advantage, and learn slowly; 8k steps beat random."""
+    config = qac.Config(seed=course_seed(1), total_steps=8_192, progress_bar=False, stop_when_solved=False)
     history = qac.train(config)
-    assert history["eval_mean"] > 2 * RANDOM_CARTPOLE_RETURN, history["eval_means"]
+    assert measured("eval_mean", history["eval_mean"]) > QAC_BOUND * RANDOM_CARTPOLE_RETURN, history["eval_means"]
     assert isinstance(history["critic"], QCritic)

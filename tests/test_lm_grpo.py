@@ -12,9 +12,13 @@ import torch
 from rlnotes.lm import grpo, rollout, sft
 from rlnotes.lm.logprobs import sequence_logprobs
 from rlnotes.lm.task import AdditionTask
+from rlnotes.utils import course_seed
 
 torch.set_num_threads(1)
 TASK = AdditionTask()
+# Bounds on trained runs: each held on 15 runs (seed offsets 0-4 x torch kernels native, default, avx2) with a
+# margin below the worst; the measured ranges are in benchmarks/claims.md (tools/claims.py). SFT model: conftest.py.
+GRPO_SAMPLED_GAIN_BOUND, GRPO_GREEDY_CHANGE_BOUND = 0.05, -0.08  # worst 0.125, -0.044
 
 
 @pytest.fixture(scope="module")
@@ -149,18 +153,20 @@ def test_config_rejects_bad_values():
         grpo.Config(clip_eps=0.0)
 
 
-def test_grpo_raises_heldout_sampled_accuracy_over_the_sft_model(sft_model):
+@pytest.mark.trained
+def test_grpo_raises_heldout_sampled_accuracy_over_the_sft_model(sft_model, measured):
     snapshot = [p.detach().clone() for p in sft_model.parameters()]
-    config = grpo.Config(seed=1, iterations=120, eval_every=60, eval_prompts=500, probe_prompts=200, progress_bar=False)
+    config = grpo.Config(seed=course_seed(1), iterations=120, eval_every=60, eval_prompts=500, probe_prompts=200,
+                         progress_bar=False)
     history = grpo.train(config, ref_model=sft_model, task=TASK)
     for p, q in zip(sft_model.parameters(), snapshot):  # pi_ref is frozen: training worked on a copy
         assert torch.equal(p, q)
     before, after = history["before"], history["after"]
-    # measured with this budget on 500-step SFT models of seeds 1, 2, 3 (seed 3's SFT still mid-click, greedy
-    # 0.79): sampled +0.174, +0.130, +0.064; greedy -0.040, -0.070, -0.074 (early GRPO at lr 3e-4 trades a
-    # little greedy accuracy; the full-budget runs of notebook 07 recover it)
-    assert after["sampled_accuracy"] > before["sampled_accuracy"] + 0.04
-    assert after["greedy_accuracy"] > before["greedy_accuracy"] - 0.15
+    # 120 iterations raise the sampled accuracy and leave the greedy one about where it was
+    sampled_gain = measured("sampled_gain", after["sampled_accuracy"] - before["sampled_accuracy"])
+    greedy_change = measured("greedy_change", after["greedy_accuracy"] - before["greedy_accuracy"])
+    assert sampled_gain > GRPO_SAMPLED_GAIN_BOUND
+    assert greedy_change > GRPO_GREEDY_CHANGE_BOUND
     assert len(history["reward"]) == 120 and history["eval_iteration"] == [0, 60, 120]
     assert all(k >= 0 for k in history["kl_probe"]) and history["kl_probe"][0] == 0.0
     assert all(0.0 <= z <= 1.0 for z in history["zero_variance_share"])

@@ -14,11 +14,15 @@ from rlnotes.lm import reward_model
 from rlnotes.lm.annotator import Annotator, rankings_to_pairs
 from rlnotes.lm.task import AdditionTask
 from rlnotes.preference import reward_model_loss
+from rlnotes.utils import course_seed
 
 torch.set_num_threads(1)
 TASK = AdditionTask()
 TOK = TASK.tokenizer
-FAST_RM = dict(seed=1, steps=120, train_prompts=1000, eval_prompts=300, eval_every=120, progress_bar=False)  # ~5 s
+# Bounds on trained runs: each held on 15 runs (seed offsets 0-4 x torch kernels native, default, avx2) with a
+# margin below the worst; the measured ranges are in benchmarks/claims.md (tools/claims.py). SFT model: conftest.py.
+RM_PAIR_ACCURACY_BOUND, RM_RIGHT_BOUND = 0.8, 0.8  # worst 0.902, 0.92
+FAST_RM = dict(steps=120, train_prompts=1000, eval_prompts=300, eval_every=120, progress_bar=False)  # ~5 s
 
 
 def ids(*answers, n=TASK.max_new_tokens):
@@ -127,23 +131,25 @@ def test_readouts_read_the_right_positions(sft_model):
     torch.testing.assert_close(reward_model.score(last, prompts, completions), values[[0, 1, 2], [2, 1, 3]].detach())
 
 
-def test_reward_model_ranks_heldout_pairs_far_above_chance(sft_model):
-    """Measured on RM seeds 1, 2, 3 (this 300-step SFT model): held-out pair accuracy 0.783, 0.783, 0.802
-    (0.749 to 0.768 before training); wrong-vs-wrong pairs 0.70, 0.77, 0.70 (0.56 to 0.57 before:
-    closeness is what the annotator teaches beyond the SFT model's own logits); right > sum + 10 on
-    0.905, 0.90, 0.925 of 200 held-out prompts."""
+@pytest.mark.trained
+def test_reward_model_ranks_heldout_pairs_far_above_chance(sft_model, measured):
+    """120 steps on 1,000 ranked prompts from the course's SFT model: held-out pairs ordered as the annotator
+    orders them, and the right answer scored above a far wrong one (sum + 10)."""
     snapshot = [p.detach().clone() for p in sft_model.parameters()]
-    history = reward_model.train(reward_model.Config(**FAST_RM), sft_model=sft_model, task=TASK)
+    history = reward_model.train(reward_model.Config(seed=course_seed(1), **FAST_RM), sft_model=sft_model, task=TASK)
     assert all(torch.equal(p, q) for p, q in zip(sft_model.parameters(), snapshot))  # the RM trained a copy
     before, after = history["heldout_before"], history["heldout"]
-    assert after["pair_accuracy"] > 0.72
-    assert after["wrong_vs_wrong"] > before["wrong_vs_wrong"] + 0.08
-    assert history["eval_step"] == [120] and history["loss"][0] < math.log(2)
     rm = history["model"]
     heldout = TASK.split("heldout")[:200]
     right = reward_model.score(rm, TASK.prompts(heldout), TASK.correct_completions(heldout))  # (200,)
     wrong = reward_model.score(rm, TASK.prompts(heldout), TASK.completions(heldout.sum(-1) + 10))
-    assert right.shape == (200,) and float((right > wrong).float().mean()) > 0.8
+    right_first = measured("right_over_sum_plus_10", float((right > wrong).float().mean()))
+    # logged, not asserted: how much better than the SFT model's own logits it orders two wrong answers by
+    # closeness (-0.05 to +0.19 over the runs of benchmarks/claims.md: this 120-step budget does not reliably learn it)
+    measured("wrong_vs_wrong_gain", after["wrong_vs_wrong"] - before["wrong_vs_wrong"])
+    assert measured("pair_accuracy", after["pair_accuracy"]) > RM_PAIR_ACCURACY_BOUND
+    assert history["eval_step"] == [120] and history["loss"][0] < math.log(2)
+    assert right.shape == (200,) and right_first > RM_RIGHT_BOUND
 
 
 def test_bad_inputs_raise_value_errors_naming_the_argument():

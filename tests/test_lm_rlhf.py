@@ -10,6 +10,11 @@ import pytest
 import torch
 
 from rlnotes.lm import rlhf
+from rlnotes.utils import course_seed
+
+# Bounds on trained runs: each held on 15 runs (seed offsets 0-4 x torch kernels native, default, avx2) with a
+# margin below the worst; the measured ranges are in benchmarks/claims.md (tools/claims.py). SFT model: conftest.py.
+RLHF_SAMPLED_GAIN_BOUND, RLHF_GREEDY_CHANGE_BOUND, RLHF_RM_ACCURACY_BOUND = 0.05, -0.06, 0.85  # worst 0.113, -0.032, 0.932
 
 torch.set_num_threads(1)
 
@@ -93,24 +98,25 @@ def test_cli_lm_rlhf_prints_the_common_json_format_and_the_reward_models_accurac
     assert 0.0 <= final["reward_model"]["heldout_pair_accuracy"] <= 1.0
 
 
-def test_rlhf_raises_heldout_sampled_accuracy_over_the_sft_model(sft_run):
+@pytest.mark.trained
+def test_rlhf_raises_heldout_sampled_accuracy_over_the_sft_model(sft_run, measured):
     """Reward model (300 steps, 2000 ranked prompts) then 150 PPO iterations (lr 1e-4, beta 0.1) from the
-    500-step SFT model: a cheaper budget than the defaults, with the settings it was measured at.
-
-    Measured with this budget on 500-step SFT models: seed 1 sampled +0.103, greedy -0.038 (PPO first
-    costs a little greedy accuracy while the critic learns; notebook 08's full runs recover it).
-    """
+    course's SFT model: a cheaper budget than the defaults, with the settings its bounds were measured at."""
     from rlnotes.lm.task import AdditionTask
 
     model = sft_run[0]
     snapshot = [p.detach().clone() for p in model.parameters()]
-    config = rlhf.Config(seed=1, rm_steps=300, rm_train_prompts=2000, iterations=150, learning_rate=1e-4, beta=0.1,
+    config = rlhf.Config(seed=course_seed(1), rm_steps=300, rm_train_prompts=2000, iterations=150, learning_rate=1e-4, beta=0.1,
                          eval_every=75, eval_prompts=500, probe_prompts=200, progress_bar=False)
     history = rlhf.train(config, ref_model=model, task=AdditionTask())
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), snapshot))  # pi_ref is frozen
     before, after = history["before"], history["after"]
-    assert after["sampled_accuracy"] > before["sampled_accuracy"] + 0.04
-    assert after["greedy_accuracy"] > before["greedy_accuracy"] - 0.12
-    assert history["reward_model"]["heldout_pair_accuracy"] > 0.8  # measured 0.897
+    sampled_gain = measured("sampled_gain", after["sampled_accuracy"] - before["sampled_accuracy"])
+    greedy_change = measured("greedy_change", after["greedy_accuracy"] - before["greedy_accuracy"])
+    score_gain = measured("score_probe_gain", history["score_probe"][-1] - history["score_probe"][0])
+    rm_accuracy = measured("rm_pair_accuracy", history["reward_model"]["heldout_pair_accuracy"])
+    assert sampled_gain > RLHF_SAMPLED_GAIN_BOUND
+    assert greedy_change > RLHF_GREEDY_CHANGE_BOUND
+    assert rm_accuracy > RLHF_RM_ACCURACY_BOUND
     assert history["eval_iteration"] == [0, 75, 150] and min(history["kl_probe"]) >= 0
-    assert history["score_probe"][-1] > history["score_probe"][0]  # the learned reward went up on held-out prompts
+    assert score_gain > 0  # the learned reward went up on held-out prompts

@@ -9,17 +9,24 @@ One execution a chapter serves three claims, so `make test` runs each notebook o
   release, whose stubs must fail, is checked with nbgrader itself in tests/test_assignments.py);
 - `make site`, as a reader of the website sees it: the index, every chapter page, its figures.
 
-The executions use docs/site/build.py's `execute` (a fresh kernel of this Python, matplotlib inline, the
-widgets' state kept) and are written to its cache, build/site/executed/; each runs again on every test
-session (never reused from the cache, which does not know the installed packages). The site is then
-built as `make site` builds it and reuses them, so it only renders. Chromium (Playwright) opens
-build/site/index.html with every request off the machine refused (the pages must stand without the
-web), follows each chapter link of the index and finds on each page its figures (<img> elements holding
-PNG data that the browser decoded), the widgets' last pictures with their note, and no error output.
+The execution is nbval's: `make test` runs `pytest tests notebooks --nbval-lax`, one test a notebook
+cell, in a fresh kernel of this Python with matplotlib inline (notebooks/conftest.py), and
+notebooks/conftest.py writes each executed notebook, the widgets' state included, to docs/site/build.py's
+cache, build/site/executed/, stamped with the pytest run. The tests here read those copies: they run
+after every notebook cell (notebooks/conftest.py orders them so, and under `--dist loadgroup` puts the
+notebooks and this file in one xdist group, on one worker). A copy from another pytest run is not used
+(the cache does not know the installed packages): without a copy from this run, when this file runs
+without the notebooks (`pytest tests/test_notebooks.py`), each notebook is executed here with
+docs/site/build.py's `execute` (nbclient), as the site builder does. When nbval ran only some notebooks
+(`pytest tests/test_notebooks.py notebooks/04_trpo.ipynb --nbval-lax`), only those are checked, and the
+site is built and read for those chapters only.
 
-All of it sits in this one file so that pytest-xdist (`--dist loadfile`) keeps it on one worker: the site
-test comes after the executions it reuses. Needs /usr/bin/chromium for the reader test (see
-tests/test_browser.py; RLNOTES_REQUIRE_BROWSER=1 makes its absence fail).
+The site is then built as `make site` builds it and reuses the executions, so it only renders. Chromium
+(Playwright) opens build/site/index.html with every request off the machine refused (the pages must
+stand without the web), follows each chapter link of the index and finds on each page its figures
+(<img> elements holding PNG data that the browser decoded), the widgets' last pictures with their note,
+and no error output. Needs /usr/bin/chromium for the reader test (see tests/test_browser.py;
+RLNOTES_REQUIRE_BROWSER=1 makes its absence fail).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import nbformat
@@ -63,20 +71,65 @@ def _errors(cell) -> list[str]:
 # ---------------------------------------------------------------- every notebook, once, in fast mode
 
 
+def _run_id(config) -> str:
+    """This pytest run, as notebooks/conftest.py's run_id stamps the executed copies with it."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput:
+        return workerinput["testrunuid"]
+    if not hasattr(config, "_rlnotes_run_id"):
+        config._rlnotes_run_id = uuid.uuid4().hex
+    return config._rlnotes_run_id
+
+
+def _nbval_notebooks(session) -> list[Path]:
+    """The notebooks nbval runs in this pytest run (none without `--nbval-lax notebooks/...`)."""
+    return sorted({Path(item.path).resolve() for item in session.items if Path(item.path).suffix == ".ipynb"})
+
+
+def _site_mode() -> bool:
+    """What notebooks/conftest.py writes to the site's cache: fast mode (its default) on seed offset 0."""
+    fast = os.environ.get("RLNOTES_FAST", "1") not in ("", "0", "false", "False")
+    return fast and (os.environ.get("RLNOTES_SEED_OFFSET", "").strip() or "0") == "0"
+
+
+def _executed_in_this_run(notebook: Path, config):
+    """(path, notebook) of nbval's executed copy from this pytest run, complete or partial; None if none.
+
+    Found by its stamp, not by its name: the name's key (docs/site/build.py's source_key) would change
+    with an edit of rlnotes/ while the tests run."""
+    for path in sorted((SITE / "executed").glob(f"{notebook.stem}.*.ipynb"), key=lambda p: p.name.endswith(".partial.ipynb")):
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except (OSError, ValueError):  # removed or half-written meanwhile
+            continue
+        if nb.metadata.get("rlnotes", {}).get("run") == _run_id(config):
+            return path, nb
+    return None
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom_in_fast_mode(notebook):
-    build = _site_builder()
-    start = time.perf_counter()
-    try:
-        executed, _, _ = build.execute(notebook, SITE / "executed", "fast", CELL_TIMEOUT_S, use_cache=False)
-    except RuntimeError as error:  # the failing cell's traceback, from the kernel
-        pytest.fail(str(error), pytrace=False)
-    print(f"{notebook.stem}: executed in {time.perf_counter() - start:.0f} s")
-    nb = nbformat.read(executed, as_version=4)
+def test_notebook_runs_top_to_bottom_in_fast_mode(notebook, request):
+    ran = _nbval_notebooks(request.session)
+    if ran and notebook not in ran:
+        pytest.skip(f"nbval does not run {notebook.name} in this pytest run")
+    found = _executed_in_this_run(notebook, request.config)
+    if found is None and notebook in ran and _site_mode():
+        pytest.fail(f"nbval ran {notebook.name}, but notebooks/conftest.py wrote no executed copy of it to "
+                    f"{SITE / 'executed'} (see the warnings summary)", pytrace=False)
+    if found is None:  # this file without the notebooks: executed here, as the site builder does
+        start = time.perf_counter()
+        try:
+            executed, _, _ = _site_builder().execute(notebook, SITE / "executed", "fast", CELL_TIMEOUT_S, use_cache=False)
+        except RuntimeError as error:  # the failing cell's traceback, from the kernel
+            pytest.fail(str(error), pytrace=False)
+        print(f"{notebook.stem}: executed with nbclient in {time.perf_counter() - start:.0f} s")
+        found = executed, nbformat.read(executed, as_version=4)
+    path, nb = found
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and all(c.get("execution_count") for c in code), "a code cell did not run"
     failed = {i: _errors(c) for i, c in enumerate(nb.cells) if c.cell_type == "code" and _errors(c)}
-    assert not failed, f"{notebook.name}: error outputs {failed}"
+    assert not failed, f"{notebook.name}: error outputs {failed} (executed copy: {path})"
+    unrun = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and not c.get("execution_count")]
+    assert code and not unrun, f"{notebook.name}: cells {unrun} did not run (executed copy: {path})"
 
     # The instructor version passes its own graded tests (what `nbgrader validate` reports as Success).
     # (tests/test_assignments.py checks that every notebook has at least two graded cells.)
@@ -101,26 +154,33 @@ def test_make_site_runs_the_builder_into_build_site():
 
 
 @pytest.fixture(scope="module")
-def site():
+def chapters(request) -> list[Path]:
+    """The chapters the site is built and read for: those nbval runs in this pytest run, else all."""
+    return _nbval_notebooks(request.session) or NOTEBOOKS
+
+
+@pytest.fixture(scope="module")
+def site(chapters):
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, str(ROOT / "docs" / "site" / "build.py"), "--out", str(SITE)],
+    names = [] if chapters == NOTEBOOKS else [p.stem for p in chapters]
+    done = subprocess.run([sys.executable, str(ROOT / "docs" / "site" / "build.py"), "--out", str(SITE), *names],
                           cwd=ROOT, capture_output=True, text=True)  # reuses the executions above
     assert done.returncode == 0, done.stdout + done.stderr
     print(done.stdout + f"site built in {time.perf_counter() - start:.0f} s")
     return SITE
 
 
-def test_every_chapter_has_a_page_and_the_index_links_it(site):
+def test_every_chapter_has_a_page_and_the_index_links_it(site, chapters):
     assert (site / "index.html").exists() and (site / "glossary.html").exists()
-    for path in NOTEBOOKS:
+    for path in chapters:
         assert (site / f"{path.stem}.html").exists(), f"no page for {path.name}"
     index = (site / "index.html").read_text()
     linked = set(re.findall(r'<a href="([\w.-]+)\.html">', index)) - {"glossary"}
-    assert linked == {p.stem for p in NOTEBOOKS}
+    assert linked == {p.stem for p in chapters}
 
 
-def test_pages_point_nowhere_in_the_repository(site):
-    for path in NOTEBOOKS:
+def test_pages_point_nowhere_in_the_repository(site, chapters):
+    for path in chapters:
         page = (site / f"{path.stem}.html").read_text()
         assert ".ipynb\"" not in page and "assets/glossary.md" not in page
 
@@ -144,7 +204,7 @@ _PAGE_JS = """() => {
 }"""
 
 
-def test_a_reader_follows_every_chapter_link(site):
+def test_a_reader_follows_every_chapter_link(site, chapters):
     if not Path(CHROMIUM).exists():
         if os.environ.get("RLNOTES_REQUIRE_BROWSER") == "1":
             pytest.fail("RLNOTES_REQUIRE_BROWSER=1 but chromium is not installed (apt-get install chromium)")
@@ -167,7 +227,7 @@ def test_a_reader_follows_every_chapter_link(site):
         page.screenshot(path=str(SHOTS / "index.png"))
         links = page.locator("table a")
         names = [links.nth(i).inner_text().strip() for i in range(links.count())]
-        assert sorted(names) == [p.stem for p in NOTEBOOKS]
+        assert sorted(names) == [p.stem for p in chapters]
         for name in names:
             page.locator("table a", has_text=name).click()
             page.wait_for_url(f"**/{name}.html")
@@ -179,7 +239,7 @@ def test_a_reader_follows_every_chapter_link(site):
         browser.close()
     assert all(url.startswith("https://cdnjs.cloudflare.com/") for url in off_machine), off_machine[:5]
 
-    for path in NOTEBOOKS:
+    for path in chapters:
         info = seen[path.stem]
         assert info["h1"].startswith(path.stem[:2]), (path.stem, info["h1"])
         assert info["figures"] >= 1, f"{path.stem}: no figure on its page"

@@ -16,10 +16,14 @@ from rlnotes.algos.common import collect_rollout, freeze_distribution, policy_kl
 from rlnotes.divergences import kl_categorical, kl_gaussian
 from rlnotes.envs import make_vec
 from rlnotes.exact import trust_region
+from rlnotes.utils import course_seed
 
 torch.set_num_threads(1)
 F64 = torch.float64
 RANDOM_CARTPOLE_RETURN = 22.0  # mean return of uniformly random actions on CartPole-v1 (about 22)
+# Bounds on trained runs: each held on 15 runs (seed offsets 0-4 x torch kernels native, default, avx2) with a
+# margin below the worst; the measured ranges are in benchmarks/claims.md (tools/claims.py).
+TRPO_BOUND = 4.0  # x random; worst 149.4 (6.8x)
 
 
 def small_categorical_policy(seed=0):
@@ -220,15 +224,16 @@ def test_trpo_step_with_a_gaussian_policy():
     assert info["accepted"] and 0 < info["kl"] <= 0.01 and info["improvement"] > 0
 
 
-def test_every_accepted_update_of_a_training_run_stays_in_the_trust_region():
+@pytest.mark.trained
+def test_every_accepted_update_of_a_training_run_stays_in_the_trust_region(measured):
     """Also the learning test: a short run must beat random play by far (budget: 8k env steps, a few seconds)."""
-    config = trpo.Config(seed=1, total_steps=8_192, progress_bar=False)
+    config = trpo.Config(seed=course_seed(1), total_steps=8_192, progress_bar=False, stop_when_solved=False)
     records = []
     history = trpo.train(config, progress=records.append)
     assert len(history["kl"]) == len(history["accepted"]) == len(history["update_steps"]) >= 4
     for kl, accepted in zip(history["kl"], history["accepted"]):
         assert (0 < kl <= config.max_kl) if accepted else kl == 0.0
-    assert history["eval_mean"] > 4 * RANDOM_CARTPOLE_RETURN, history["eval_means"]
+    assert measured("eval_mean", history["eval_mean"]) > TRPO_BOUND * RANDOM_CARTPOLE_RETURN, history["eval_means"]
     assert records and records[-1]["step"] == history["eval_steps"][-1]
     assert all(0.0 <= c <= 1.0 for c in history["clip_fraction"]) and all(k >= 0 for k in history["approx_kl"])
     assert len(history["eval_returns"]) == config.eval_episodes

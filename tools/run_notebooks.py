@@ -14,12 +14,16 @@ non-zero when any notebook failed. CPU seconds (the notebook's process and its k
 beside wall seconds: on a shared machine they say what the chapter costs on an idle one.
 --allow-errors keeps executing after a failing cell (every failing cell is then listed), which is
 what measuring a claim over seeds needs.
+The checkpoint cache (rlnotes.cache) starts empty: every invocation gives its kernels a fresh temporary
+RLNOTES_CACHE_DIR, deleted at the end, so a chapter reuses only what an earlier chapter of the same run
+trained (06 -> 07 -> 08, in order, as a learner's would) and never a checkpoint from another run.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,6 +125,8 @@ def main(argv=None) -> int:
 
     results = {}
     wall = time.perf_counter()
+    cache_dir = tempfile.mkdtemp(prefix="rlnotes-cache-")  # empty: what this run trains, nothing older
+    os.environ["RLNOTES_CACHE_DIR"] = cache_dir
 
     def one(job):
         offset, path = job
@@ -133,8 +139,11 @@ def main(argv=None) -> int:
         results[job] = result
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        list(pool.map(one, jobs))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            list(pool.map(one, jobs))
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
 
     total = time.perf_counter() - wall
     failed = [(offset, path.stem) for (offset, path), (_, _, ok, _) in results.items() if not ok]

@@ -37,6 +37,7 @@ from rlnotes.utils import seed_everything
 
 from . import sft
 from .logprobs import collate, sequence_logprobs, token_mean_nll
+from .model import disable_dropout
 from .rollout import Samples, kl_to_reference, reference_logprobs, sample_answers, subset_pairs
 from .sampling import evaluate
 from .task import AdditionTask
@@ -134,12 +135,14 @@ def make_pairs(task: AdditionTask, samples: Samples, generator=None) -> Preferen
     """Best against worst answer of each prompt -> PreferenceData (prompts with a reward gap only).
 
     Ties are broken at random, so with binary rewards the rejected answer is a random wrong one. A
-    prompt whose k answers all have the same reward gives no pair (nothing to prefer).
+    prompt whose k answers all have the same reward gives no pair (nothing to prefer). A NaN reward
+    (an answer that could not be scored) is never chosen nor rejected: the pair is made of the others.
     """
     rewards, completions = samples.rewards, samples.completions
     jitter = torch.rand(rewards.shape, generator=generator) * 1e-3  # random tie-break, far below a reward step
-    best = (rewards + jitter).argmax(-1)  # (B,)
-    worst = (rewards - jitter).argmin(-1)  # (B,)
+    unscored = torch.isnan(rewards)  # (B, k); argmax / argmin would pick a NaN
+    best = torch.where(unscored, float("-inf"), rewards + jitter).argmax(-1)  # (B,)
+    worst = torch.where(unscored, float("inf"), rewards - jitter).argmin(-1)  # (B,)
     rows = torch.arange(len(rewards))
     keep = rewards[rows, best] > rewards[rows, worst]  # (B,)
     return PreferenceData(
@@ -170,8 +173,12 @@ def preference_metrics(policy, ref_chosen, ref_rejected, data: PreferenceData, b
     ref_chosen, ref_rejected: (M,) reference sequence log-probs of data.chosen / data.rejected.
     Returns means of: chosen_reward, rejected_reward, margin, reward_accuracy (chosen reward strictly
     larger: 0 at the start, where every margin is 0), and ``prefers_chosen`` (log pi(chosen) > log
-    pi(rejected): the policy itself, not its change, ranks the pair right).
+    pi(rejected): the policy itself, not its change, ranks the pair right). With no pair (M = 0, e.g. no
+    held-out prompt whose answers differed in reward) every mean is NaN: nothing was measured.
     """
+    if len(data) == 0:
+        return dict.fromkeys(("chosen_reward", "rejected_reward", "margin", "reward_accuracy", "prefers_chosen"),
+                             float("nan"))
     chosen = reference_logprobs(policy, data.prompts, data.chosen, eos_id)
     rejected = reference_logprobs(policy, data.prompts, data.rejected, eos_id)
     rc, rr = implicit_reward(chosen, ref_chosen, beta), implicit_reward(rejected, ref_rejected, beta)
@@ -283,7 +290,8 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
     accuracies and log-probs), ``kl`` (KL(pi || pi_ref) on held-out prompts, see ``kl_to_reference``),
     ``greedy_accuracy_probe`` (500 held-out prompts). Then, once: ``after`` (held-out greedy and
     sampled accuracy), ``heldout_pairs_before`` / ``heldout_pairs_after`` (``preference_metrics`` on
-    pairs sampled from pi_ref on held-out prompts), ``n_pairs`` or ``n_unpaired``, ``seconds``
+    pairs sampled from pi_ref on held-out prompts; NaN means when none of them gave a pair) and
+    ``n_heldout_pairs``, ``n_pairs`` or ``n_unpaired``, ``seconds``
     (sampling if done here + training; evaluation excluded), ``policy`` (the trained model).
     """
     # seed
@@ -305,6 +313,7 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
     ho_ref_c = reference_logprobs(ref, ho_pairs.prompts, ho_pairs.chosen, eos_id)
     ho_ref_r = reference_logprobs(ref, ho_pairs.prompts, ho_pairs.rejected, eos_id)
     history["heldout_pairs_before"] = preference_metrics(ref, ho_ref_c, ho_ref_r, ho_pairs, config.beta, eos_id)
+    history["n_heldout_pairs"] = len(ho_pairs)
 
     # training data: sample from pi_ref, label with the verifiable reward; reference log-probs, once
     start = time.perf_counter()
@@ -326,8 +335,9 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
     if len(data) == 0:
         raise ValueError("dpo.train: no training data (with binary rewards, every prompt's answers agreed)")
 
-    # models and optimizer: the policy, a trainable copy of pi_ref; Adam, its step decayed linearly or constant
-    policy = copy.deepcopy(ref_model).train().requires_grad_(True)
+    # models and optimizer: the policy, a trainable copy of pi_ref with its dropout off (TRL's disable_dropout:
+    # pi and pi_ref then score alike, and the first loss is ln 2); Adam, its step decayed linearly or constant
+    policy = disable_dropout(copy.deepcopy(ref_model).train().requires_grad_(True))
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
     decay = (lambda s: 1.0 - s / config.steps) if config.linear_decay else (lambda s: 1.0)  # noqa: E731
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)

@@ -7,14 +7,29 @@ It reads in the order of ``rlnotes.algos.ppo`` so that the two can be put side b
     rollout of T steps in N envs                 G answers for each of B prompts (``rollout.collect``)
     critic V(s), GAE advantages                  no critic: ``advantages.group_relative`` on the G rewards
     one advantage per action                     one advantage per answer, given to each of its tokens
-    entropy bonus, value loss                    beta * k3 estimate of KL(pi || pi_ref) per token
+    entropy bonus, value loss                    beta * k3 per token, a KL penalty to pi_ref (see below)
     mean over the minibatch                      ``objectives.aggregate`` over tokens (grpo, dapo, dr_grpo)
 
 The loss of one inner step, per token t of answer i (to MINIMISE):
 
     ``clipped_surrogate(log pi(y_it), log pi_old(y_it), A_i, eps) + beta * kl_estimate(log pi, log pi_ref, "k3")``
 
-with ``A_i = group_relative(r_i1..r_iG)``. A group whose G answers all have the same reward (all right or
+with ``A_i = group_relative(r_i1..r_iG)``.
+
+Which KL the term descends. The VALUE of k3 on tokens sampled from pi is an unbiased estimate of
+KL(pi || pi_ref). Its GRADIENT is not that KL's: the tokens are data (sampled, not differentiated), and
+on-policy (pi_old = pi, the first inner step) the expected gradient of ``beta * k3`` is
+
+    E_{y ~ pi}[grad k3] = sum_y (pi(y) - pi_ref(y)) grad log pi(y) = grad KL(pi_ref || pi),
+
+the REVERSE KL (mass-covering: it pulls pi up wherever pi_ref has mass), not grad KL(pi || pi_ref).
+k1 in the loss has zero expected gradient; k2, and TRL's ratio-weighted k3 (``use_bias_correction_kl``),
+have the expected gradient of KL(pi || pi_ref). Near pi_ref the two KLs agree to second order, so the
+difference shows once the policy has moved. (NeMo-RL PR #2506; checked exactly on a categorical
+by enumeration in tests/test_lm_bug_reports.py.) ``history["kl"]`` logs the k3 value, an estimate of
+KL(pi || pi_ref).
+
+A group whose G answers all have the same reward (all right or
 all wrong) has A = 0 exactly, so it adds nothing to the surrogate (only the KL term); its share is logged
 as ``zero_variance_share``. Three choices of the literature are options: ``scale`` (DeepSeekMath divides by
 the group's std; Dr. GRPO, Liu et al. 2025, does not), ``leave_one_out`` (RLOO, Ahmadian et al. 2024: the
@@ -43,6 +58,7 @@ from rlnotes.utils import seed_everything
 
 from . import sft
 from .logprobs import sequence_logprobs
+from .model import disable_dropout
 from .rollout import Rollout, collect, kl_to_reference, subset_pairs
 from .sampling import evaluate
 from .task import AdditionTask
@@ -65,7 +81,7 @@ class Config:
     scale: bool = field(default=True, metadata={"help": "divide advantages by the group's std (DeepSeekMath); off: Dr. GRPO"})
     leave_one_out: bool = field(default=False, metadata={"help": "baseline = mean of the other G - 1 answers (RLOO)"})
     aggregation: str = field(default="grpo", metadata={"help": "token loss reduction: grpo, dapo or dr_grpo"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature; every model scores the rollout at it (TRL)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "global gradient-norm clip; 0: none"})
     eval_every: int = field(default=50, metadata={"help": "iterations between held-out evaluations (not timed)"})
     eval_prompts: int = field(default=0, metadata={"help": "held-out prompts of the final accuracies (0: all 2000)"})
@@ -101,9 +117,14 @@ def grpo_loss(logp, rollout: Rollout, advantages, config: Config) -> tuple[torch
     """GRPO's loss of one inner step (to minimise) and its parts -> (scalar, logs).
 
     logp: (M, L - 1) per-token log-probs of the rollout's tokens under the policy being trained (with
-    gradient). advantages: (M,), one per answer, broadcast to its tokens. The per-token loss is the
-    clipped surrogate plus beta * k3(pi, pi_ref); ``objectives.aggregate`` reduces it over the mask.
+    gradient), at the rollout's temperature. advantages: (M,), one per answer, given to its tokens as
+    (M, 1). The per-token loss is the clipped surrogate plus beta * k3(pi, pi_ref), whose expected gradient
+    on-policy is that of beta * KL(pi_ref || pi) (module docstring); ``objectives.aggregate`` reduces it
+    over the mask. Raises ValueError if advantages is not (M,).
     """
+    M = len(rollout.rewards)
+    if advantages.shape != (M,):
+        raise ValueError(f"grpo_loss: advantages {tuple(advantages.shape)} must be ({M},), one per answer of the rollout")
     eps_high = config.clip_eps_high or None
     surrogate = clipped_surrogate(logp, rollout.old_logp, advantages[:, None], config.clip_eps, eps_high)  # (M, L - 1)
     kl = kl_estimate(logp, rollout.ref_logp, "k3")  # (M, L - 1), >= 0
@@ -114,7 +135,7 @@ def grpo_loss(logp, rollout: Rollout, advantages, config: Config) -> tuple[torch
         mask = rollout.mask
         logs = {
             "surrogate": aggregate(surrogate, mask, config.aggregation, max_len=max_len).item(),
-            "kl": (kl[mask].mean()).item(),  # per-token k3 estimate of KL(pi || pi_ref) on the batch
+            "kl": (kl[mask].mean()).item(),  # per-token k3 value: an estimate of KL(pi || pi_ref) on the batch
             "clip_fraction": clip_fraction(logp[mask], rollout.old_logp[mask], config.clip_eps, eps_high).item(),
         }
     return loss, logs
@@ -149,9 +170,10 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
     heldout = subset_pairs(task.split("heldout"), config.eval_prompts, seed=0)
     probe = subset_pairs(heldout, config.probe_prompts, seed=1)
 
-    # models and optimizer: pi_ref frozen, the policy a trainable copy of it
+    # models and optimizer: pi_ref frozen, the policy a trainable copy of it, its dropout off (TRL's
+    # disable_dropout): a random mask would make the first inner step's ratio pi / pi_old differ from 1
     ref = copy.deepcopy(ref_model).eval().requires_grad_(False)
-    policy = copy.deepcopy(ref_model).train().requires_grad_(True)
+    policy = disable_dropout(copy.deepcopy(ref_model).train().requires_grad_(True))
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
 
     # storage
@@ -172,8 +194,8 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
         advantages = advantages_of(rollout, config.scale, config.leave_one_out)  # (M,)
 
         # inner steps on the same rollout: the ratio pi / pi_old leaves 1 after the first
-        for _ in range(config.inner_steps):
-            logp = sequence_logprobs(policy, rollout.tokens, rollout.completion_mask)["per_token"]  # (M, L - 1)
+        for _ in range(config.inner_steps):  # scored at the temperature sampled, as pi_old and pi_ref were
+            logp = sequence_logprobs(policy, rollout.tokens, rollout.completion_mask, rollout.temperature)["per_token"]
             loss, logs = grpo_loss(logp, rollout, advantages, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -184,7 +206,8 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
         # diagnostics
         seconds += time.perf_counter() - tick
         grouped = rollout.grouped_rewards
-        history["reward"].append(rollout.rewards.mean().item())
+        unscored = torch.isnan(rollout.rewards)  # answers a reward function could not score: left out of the mean
+        history["reward"].append((rollout.rewards[~unscored] if unscored.any() else rollout.rewards).mean().item())
         history["zero_variance_share"].append((grouped == grouped[:, :1]).all(-1).float().mean().item())
         history["length"].append(rollout.lengths.float().mean().item())
         history["loss"].append(loss.item())

@@ -8,11 +8,18 @@ tokens INCLUDING its EOS, and False on the prompt and on the padding. The classi
   ``completion_mask[:, 1:]``;
 * the prompt is given, not generated: its tokens are masked out;
 * padding is masked out, but EOS is counted: stopping at the right place is part of the answer.
+
+Precision: log-probs and their sums are computed in float32 whatever the model's dtype (a bf16 model
+imported through ``hf.from_hf``): bf16's 8-bit mantissa rounds a 240-token answer's sum to 4-nat steps
+and a DPO logit of two such sums to 0. TRL upcasts the logits the same way (huggingface/trl PR #942).
+Float32 and float64 models are computed as they are.
 """
 
 from __future__ import annotations
 
 import torch
+
+from rlnotes._checks import at_least_float32
 
 __all__ = ["collate", "token_logprobs", "masked_sum", "masked_mean", "sequence_logprobs", "token_mean_nll"]
 
@@ -42,11 +49,13 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log softmax(logits)[target] for every position: logits (B, T, V), targets (B, T) -> (B, T).
 
     Computed as ``logit[target] - logsumexp(logits)``, which never materialises the (B, T, V)
-    log_softmax tensor; tests check it against ``log_softmax(...).gather(...)``.
+    log_softmax tensor; tests check it against ``log_softmax(...).gather(...)``. bf16 / fp16 logits are
+    upcast to float32 first (the module's note on precision).
     """
     if logits.dim() != 3 or targets.shape != logits.shape[:2]:
         raise ValueError(f"token_logprobs: logits {tuple(logits.shape)} must be (B, T, V) "
                          f"and targets {tuple(targets.shape)} (B, T)")
+    logits = at_least_float32(logits)
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T, V) -> (B, T)
     return picked - torch.logsumexp(logits, dim=-1)  # (B, T)
 
@@ -56,9 +65,11 @@ def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
     Numerical safety: masked entries are dropped by selection, not multiplied by 0, so a NaN or -inf
     there (a log-prob of padding) does not leak into the sum or into the gradient of the other entries.
+    bf16 / fp16 values are summed in float32 (the sum is float32).
     """
     if values.shape != mask.shape:
         raise ValueError(f"masked_sum: values {tuple(values.shape)} and mask {tuple(mask.shape)} differ in shape")
+    values = at_least_float32(values)
     kept = torch.where(mask.bool(), values, torch.zeros_like(values))  # select, not index: keeps (B,) and the gradient
     return kept.sum(-1)
 
@@ -76,13 +87,21 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_sum(values, mask) / counts
 
 
-def sequence_logprobs(model, tokens: torch.Tensor, completion_mask: torch.Tensor) -> dict:
+def sequence_logprobs(model, tokens: torch.Tensor, completion_mask: torch.Tensor, temperature: float = 1.0) -> dict:
     """Score the completions of a batch under `model` (gradients flow unless called under no_grad).
+
+    The model is called as it is (train or eval mode): callers that score a policy put it in eval
+    mode or turn its dropout off (``model.disable_dropout``), so that scoring is deterministic.
 
     Args:
         model: maps ids (B, T) to logits (B, T, V).
         tokens: (B, L) ids, prompt + completion + padding (``collate``).
         completion_mask: (B, L) bool, True on the completion's tokens including EOS.
+        temperature: > 0; the log-probs are those of softmax(logits / temperature), the distribution
+            that ``sampling.sample`` draws from at that temperature. TRL divides the logits of the
+            policy, the old policy and the reference by the same temperature
+            (huggingface/trl@v1.16.0, trl/trainer/grpo_trainer.py, ``_get_per_token_logps_and_entropies``).
+            At 1 the logits are used as they are (no division).
 
     Returns a dict:
         ``sum`` (B,): log pi(y | x), the sequence log-prob (what DPO, KTO and the RL chapters use);
@@ -90,14 +109,19 @@ def sequence_logprobs(model, tokens: torch.Tensor, completion_mask: torch.Tensor
         ``per_token`` (B, L - 1): log pi(token t + 1 | tokens <= t), zero where masked (exactly 0, even
             where the model gives a masked token log-prob -inf: selected, not multiplied by the mask);
         ``mask`` (B, L - 1): the shifted completion mask;
-        ``logits`` (B, L - 1, V): the logits that produced them (for exact per-token KL).
+        ``logits`` (B, L - 1, V): the logits that produced them, divided by `temperature`, in float32 or
+            float64 (for exact per-token KL).
     """
     if tokens.shape != completion_mask.shape or tokens.dim() != 2:
         raise ValueError(
             f"sequence_logprobs: tokens {tuple(tokens.shape)} and completion_mask {tuple(completion_mask.shape)} "
             "must both be (B, L)"
         )
-    logits = model(tokens[:, :-1])  # position t predicts token t + 1: (B, L - 1, V)
+    if not temperature > 0:
+        raise ValueError(f"sequence_logprobs: temperature must be > 0, got {temperature}")
+    logits = at_least_float32(model(tokens[:, :-1]))  # position t predicts token t + 1: (B, L - 1, V)
+    if temperature != 1.0:
+        logits = logits / temperature  # the sampled distribution softmax(logits / T)
     mask = completion_mask[:, 1:]  # (B, L - 1), aligned with the predicted tokens
     logp = token_logprobs(logits, tokens[:, 1:])  # (B, L - 1)
     per_token = torch.where(mask.bool(), logp, torch.zeros_like(logp))  # (B, L - 1); -inf * 0 would be NaN

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["GPTConfig", "CausalSelfAttention", "MLP", "Block", "GPT"]
+__all__ = ["GPTConfig", "CausalSelfAttention", "MLP", "Block", "GPT", "disable_dropout"]
 
 
 @dataclass
@@ -186,3 +186,22 @@ class GPT(nn.Module):
             if eos_id is not None and bool(finished.all()):
                 break
         return idx
+
+
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Set the rate of every ``nn.Dropout`` in `model` to 0, in place; returns `model`.
+
+    What the RL and preference trainers do to the policy they train (and RLHF to its critic), as TRL's
+    ``disable_dropout_in_model`` (huggingface/trl@v1.16.0, trl/trainer/utils.py): with dropout on, the
+    policy in train mode scores the rollout's tokens with a random mask, so the first inner step's ratio
+    pi / pi_old is not 1 and DPO's first loss is not ln 2. ``GPTConfig(dropout=0.1)`` (what ``hf.from_hf``
+    gives for a default GPT-2 config) needs it; at the course's default, dropout 0, it changes nothing.
+    The ``config.dropout`` of every GPT inside is set to 0 too, so that ``hf.to_hf`` exports it as it computes.
+    Used by ``dpo``, ``grpo``, ``rlhf`` (policy and critic) and ``reward_model`` (TRL's RewardConfig default).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "config", None), GPTConfig):  # the GPT itself, or a GPT inside a wrapper
+            module.config.dropout = 0.0
+    return model

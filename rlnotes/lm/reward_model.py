@@ -72,7 +72,7 @@ from rlnotes.utils import seed_everything
 from . import sft
 from .annotator import Annotator
 from .logprobs import collate, masked_sum, sequence_logprobs
-from .model import GPT
+from .model import GPT, disable_dropout
 from .sampling import sample
 from .task import AdditionTask
 
@@ -194,7 +194,8 @@ def score(rm: RewardModel, prompts: torch.Tensor, completions: torch.Tensor, bat
     """Rewards of answers under a reward model, without gradients: prompts (B, P), completions (B, N) -> (B,).
 
     Completions are generated ids with padding after EOS (``sampling.sample``). The model is put in
-    eval mode and restored afterwards; rows are scored in chunks of `batch_size`.
+    eval mode and restored afterwards; rows are scored in chunks of `batch_size`. No rows (B = 0) give
+    an empty (0,) tensor.
     """
     if prompts.dim() != 2 or completions.dim() != 2 or len(prompts) != len(completions):
         raise ValueError(f"score: prompts {tuple(prompts.shape)} and completions {tuple(completions.shape)} "
@@ -202,7 +203,7 @@ def score(rm: RewardModel, prompts: torch.Tensor, completions: torch.Tensor, bat
     was_training = rm.training
     rm.eval()
     out = torch.cat([rm(prompts[i : i + batch_size], completions[i : i + batch_size])
-                     for i in range(0, len(prompts), batch_size)])
+                     for i in range(0, max(len(prompts), 1), batch_size)])  # one (possibly empty) chunk at least
     rm.train(was_training)
     return out
 
@@ -409,7 +410,7 @@ def train(config: Config | None = None, progress=None, *, sft_model=None, task: 
     # the annotator and the frozen SFT policy, which make the data below; the reward model to train
     annotator = Annotator(config.flip_rate, config.short_bias, task)
     policy = copy.deepcopy(sft_model).eval()
-    rm = build_reward_model(policy, config.readout, config.init_from_sft, task.tokenizer.eos_id)
+    rm = disable_dropout(build_reward_model(policy, config.readout, config.init_from_sft, task.tokenizer.eos_id))  # as TRL
 
     # data: held-out pairs from the SFT model, judged by the noiseless taste (not timed)
     eval_gen = torch.Generator().manual_seed(config.seed + 1)

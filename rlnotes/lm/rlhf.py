@@ -18,8 +18,18 @@ The per-token reward of answer y (``shaped_rewards``), with t = 1..|y|:
 then GAE with gamma = 1 over the tokens of the answer (``token_advantages``), advantages whitened over
 the batch's tokens, and epochs of the clipped surrogate (``objectives.clipped_surrogate``) for the
 policy and the clipped value loss (``objectives.value_loss``) for the critic. The KL coefficient is
-fixed or adapted (``divergences.AdaptiveKL``, the notes' adaptive KL, as Ziegler et al. 2019 and
-InstructGPT use it).
+fixed, or adapted to a target KL per answer by one of two rules (``kl_controller``):
+
+    "ppo"           the PPO paper's doubling rule (Schulman et al. 2017, sec. 4; ``divergences.AdaptiveKL``,
+                    the notes' adaptive KL): beta x2 above 1.5 x target, /2 below target / 1.5;
+    "proportional"  Ziegler et al. 2019's proportional controller (arXiv:1909.08593, sec. 2.2;
+                    ``divergences.ProportionalKL``), the rule of TRL 0.x's PPO trainer:
+                    beta *= 1 + clip(KL / target - 1, -0.2, 0.2) * answers / kl_horizon.
+
+Temperature: the rollout is sampled at ``temperature`` and the policy (at collection and in the update)
+and pi_ref are all scored at it (``logprobs.sequence_logprobs``), as TRL divides every model's logits by
+it; the KL in the reward and the KL fed to the controller compare the two tempered distributions. The
+policy and the critic have their dropout turned off (``model.disable_dropout``, TRL's ``disable_dropout``).
 
 Defaults (a reward model of 900 steps on 4000 ranked prompts; 64 prompts x 4 answers a rollout, 2 epochs of
 4 minibatches, lr 1.5e-4, critic lr 1e-3, beta 0.15, k1 in the reward, lambda 0.95, 400 iterations) chosen
@@ -54,18 +64,21 @@ from tqdm.auto import tqdm
 
 from rlnotes._checks import check_fields
 from rlnotes.advantages import gae, normalize
-from rlnotes.divergences import KL_ESTIMATORS, AdaptiveKL, kl_estimate
+from rlnotes.divergences import KL_ESTIMATORS, AdaptiveKL, ProportionalKL, kl_estimate
 from rlnotes.objectives import aggregate, clip_fraction, clipped_surrogate, explained_variance, value_loss
 from rlnotes.utils import seed_everything
 
 from . import reward_model as rm_module
 from . import sft
 from .logprobs import sequence_logprobs
+from .model import disable_dropout
 from .rollout import collect, kl_to_reference, subset_pairs
 from .sampling import evaluate, sample
 from .task import AdditionTask
 
-__all__ = ["Config", "ValueModel", "shaped_rewards", "token_advantages", "completion_slice", "train"]
+__all__ = ["KL_CONTROLLERS", "Config", "ValueModel", "shaped_rewards", "token_advantages", "completion_slice", "train"]
+
+KL_CONTROLLERS = ("ppo", "proportional")  # the adaptive rules of beta: divergences.AdaptiveKL, divergences.ProportionalKL
 
 
 @dataclass
@@ -86,15 +99,19 @@ class Config:
     beta: float = field(default=0.15,
                         metadata={"help": "KL coefficient in the per-token reward (initial, if adaptive); 0 to 0.3"})
     kl_kind: str = field(default="k1", metadata={"help": "KL estimator in the reward: k1 (InstructGPT, TRL), k2 or k3"})
-    adaptive_kl: bool = field(default=False, metadata={"help": "adapt beta to kl_target with the PPO paper's rule"})
+    adaptive_kl: bool = field(default=False, metadata={"help": "adapt beta to kl_target with the rule of kl_controller"})
+    kl_controller: str = field(default="ppo",
+                               metadata={"help": "adaptive rule: ppo (x2 or /2, Schulman 2017) or proportional (Ziegler 2019)"})
     kl_target: float = field(default=0.2, metadata={"help": "target KL per answer (nats) of the adaptive rule"})
+    kl_horizon: float = field(default=10000.0,
+                              metadata={"help": "proportional rule: beta *= 1 + error * answers / kl_horizon"})
     gamma: float = field(default=1.0, metadata={"help": "discount over tokens; 1 (an answer is short)"})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda over tokens; 0.9 to 1"})
     clip_eps: float = field(default=0.2, metadata={"help": "clip range of the ratio, 1 +- eps; 0.1 to 0.3"})
     value_clip: float = field(default=0.2, metadata={"help": "clip range of the critic's change (0: no value clipping)"})
     whiten_advantages: bool = field(default=True, metadata={"help": "normalize advantages over the batch's tokens"})
     no_eos_penalty: float = field(default=1.0, metadata={"help": "subtracted from the score of an answer without EOS; >= 0"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature; every model scores the rollout at it (TRL)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "global gradient-norm clip of each network; 0: none"})
     eval_every: int = field(default=25, metadata={"help": "iterations between held-out evaluations (not timed)"})
     eval_prompts: int = field(default=0, metadata={"help": "held-out prompts of the final accuracies (0: all 2000)"})
@@ -108,11 +125,14 @@ class Config:
                      at_least_one=("sft_steps", "rm_steps", "iterations", "prompts_per_iteration", "samples_per_prompt",
                                    "epochs", "minibatches", "eval_every", "eval_samples", "probe_prompts", "num_threads"),
                      unit_interval=("gamma", "lam"),
-                     positive=("learning_rate", "critic_learning_rate", "clip_eps", "temperature", "kl_target"),
+                     positive=("learning_rate", "critic_learning_rate", "clip_eps", "temperature", "kl_target", "kl_horizon"),
                      non_negative=("seed", "rm_train_prompts", "beta", "value_clip", "no_eos_penalty", "max_grad_norm",
                                    "eval_prompts"))
         if self.adaptive_kl and not self.beta > 0:
             raise ValueError(f"rlhf.Config: adaptive_kl needs an initial beta > 0, got {self.beta}")
+        if self.kl_controller not in KL_CONTROLLERS:
+            raise ValueError(f"rlhf.Config: kl_controller must be one of {', '.join(KL_CONTROLLERS)}, "
+                             f"got {self.kl_controller!r}")
         if self.kl_kind not in KL_ESTIMATORS:
             raise ValueError(f"rlhf.Config: kl_kind must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_kind!r}")
 
@@ -164,13 +184,16 @@ def shaped_rewards(scores, logp, ref_logp, mask, beta: float, kind: str = "k1"):
     Returns (M, N): ``-beta * kl_estimate(logp, ref_logp, kind)`` where mask is True, plus ``scores`` at
     each row's last True position; exactly 0 where mask is False (even if the inputs there are not
     finite). Source: Ziegler et al. 2019 (arXiv:1909.08593) eq. 2; TRL's PPOTrainer builds the same.
-    Raises ValueError for mismatched shapes, a row with no True, or beta < 0.
+    Raises ValueError for mismatched shapes, a row with no True, beta < 0, or a NaN score (RLHF has no
+    group to leave an unscorable answer out of: the reward function must score every answer).
     """
     if logp.shape != ref_logp.shape or logp.shape != mask.shape or logp.dim() != 2 or scores.shape != logp.shape[:1]:
         raise ValueError(f"shaped_rewards: scores (M,) and logp, ref_logp, mask (M, N) expected, got {tuple(scores.shape)}, "
                          f"{tuple(logp.shape)}, {tuple(ref_logp.shape)}, {tuple(mask.shape)}")
     if not beta >= 0:
         raise ValueError(f"shaped_rewards: beta must be >= 0, got {beta}")
+    if bool(torch.isnan(scores).any()):
+        raise ValueError(f"shaped_rewards: scores hold NaN for {int(torch.isnan(scores).sum())} of {len(scores)} answers")
     lengths = mask.sum(-1)  # (M,)
     if bool((lengths == 0).any()):
         raise ValueError("shaped_rewards: every answer needs at least one token in mask")
@@ -251,11 +274,14 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, reward
     # models and optimizers: pi_ref and the reward model frozen; policy and critic trained, separately
     ref = copy.deepcopy(ref_model).eval().requires_grad_(False)
     reward_model = reward_model.eval().requires_grad_(False)
-    policy = copy.deepcopy(ref_model).train().requires_grad_(True)
-    critic = ValueModel(ref_model).train()
+    policy = disable_dropout(copy.deepcopy(ref_model).train().requires_grad_(True))  # TRL's disable_dropout
+    critic = disable_dropout(ValueModel(ref_model).train())
     policy_opt = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=config.critic_learning_rate)
-    adaptive = AdaptiveKL(config.kl_target, config.beta) if config.adaptive_kl else None
+    adaptive = None
+    if config.adaptive_kl:
+        adaptive = (AdaptiveKL(config.kl_target, config.beta) if config.kl_controller == "ppo"
+                    else ProportionalKL(config.kl_target, config.beta, config.kl_horizon))
 
     # storage
     for key in ("score", "true_reward", "kl", "beta", "clip_fraction", "value_loss", "explained_variance", "length",
@@ -272,6 +298,9 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, reward
         rows = torch.randint(len(train_pairs), (config.prompts_per_iteration,), generator=generator)
         data = collect(policy, ref, task, train_pairs[rows], config.samples_per_prompt, generator, config.temperature,
                        reward_fn=score)
+        if bool(torch.isnan(data.rewards).any()):
+            raise ValueError(f"rlhf.train: the reward function (the reward model's score minus the no-EOS penalty) "
+                             f"returned NaN for {int(torch.isnan(data.rewards).sum())} of {len(data.rewards)} answers")
         mask = completion_slice(data.mask, P)  # (M, N)
         old_logp, ref_logp = completion_slice(data.old_logp, P), completion_slice(data.ref_logp, P)  # (M, N)
         with torch.no_grad():
@@ -290,7 +319,7 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, reward
             order = torch.randperm(M, generator=generator)
             for rows in order.chunk(config.minibatches):
                 mb_mask = mask[rows]  # (b, N)
-                out = sequence_logprobs(policy, data.tokens[rows], data.completion_mask[rows])
+                out = sequence_logprobs(policy, data.tokens[rows], data.completion_mask[rows], data.temperature)
                 logp = completion_slice(out["per_token"], P)  # (b, N)
                 pg_loss = aggregate(clipped_surrogate(logp, old_logp[rows], advantages[rows], config.clip_eps), mb_mask, "dapo")
                 _step(policy_opt, policy, pg_loss, config.max_grad_norm)
@@ -300,7 +329,9 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, reward
 
         # diagnostics
         kl_per_answer = (kl_estimate(old_logp, ref_logp, config.kl_kind) * mask).sum(-1).mean().item()
-        if config.adaptive_kl:
+        if isinstance(adaptive, ProportionalKL):
+            adaptive.update(kl_per_answer, M)  # n = the answers of this iteration, as TRL 0.x's batch_size
+        elif adaptive is not None:
             adaptive.update(kl_per_answer)
         seconds += time.perf_counter() - tick
         history["score"].append(data.rewards.mean().item())

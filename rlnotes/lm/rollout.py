@@ -65,7 +65,9 @@ class Rollout:
     pairs (M, 2) operands; completions (M, N) ids; tokens (M, L) prompt + completion ids;
     completion_mask (M, L) bool, True on the completion's tokens including EOS (``collate``); rewards (M,);
     old_logp and ref_logp (M, L - 1) per-token log-probs of the sampled tokens under the sampling policy
-    and under pi_ref (0 where masked); group_size G.
+    and under pi_ref (0 where masked), both at the sampling temperature; group_size G; temperature T,
+    at which the answers were sampled and every log-prob is scored (the trainers score the policy being
+    trained at the same T). A NaN reward marks an answer the reward function could not score.
     """
 
     pairs: torch.Tensor
@@ -76,6 +78,7 @@ class Rollout:
     old_logp: torch.Tensor
     ref_logp: torch.Tensor
     group_size: int
+    temperature: float = 1.0
 
     @property
     def mask(self) -> torch.Tensor:
@@ -93,27 +96,51 @@ class Rollout:
         return self.rewards.view(-1, self.group_size)
 
 
+def _score_in_eval_mode(model, tokens, completion_mask, temperature: float = 1.0) -> dict:
+    """``sequence_logprobs`` with `model` in eval mode (no dropout), its mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        return sequence_logprobs(model, tokens, completion_mask, temperature)
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def collect(policy, ref, task: AdditionTask, pairs: torch.Tensor, group_size: int, generator=None,
             temperature: float = 1.0, reward_fn=None) -> Rollout:
     """Sample `group_size` answers per prompt from the frozen `policy`, score them, keep log-probs -> Rollout.
 
-    pairs: (B, 2) prompts' operands. reward_fn(pairs (M, 2), completions (M, N)) -> (M,) rewards;
-    the verifiable reward ``task.reward`` by default (GRPO), a learned reward model in RLHF.
-    Both models are evaluated in eval mode (no dropout: the model has none, but a subclass may).
+    pairs: (B, 2) prompts' operands, at least one row. reward_fn(pairs (M, 2), completions (M, N)) -> (M,)
+    rewards, M = B * group_size; the verifiable reward ``task.reward`` by default (GRPO), a learned reward
+    model in RLHF. A reward function that returns another number or shape of rewards raises ValueError
+    (huggingface/trl issue #6533). A NaN reward is kept: it marks an answer that could not be scored;
+    ``advantages.group_relative`` leaves it out of its group (GRPO), RLHF refuses it.
+
+    The answers are sampled from softmax(logits / temperature), and both models score them at the same
+    temperature, so that ``old_logp`` is the log-prob under the sampling policy and the KL to pi_ref
+    compares the two tempered distributions, as TRL does (``logprobs.sequence_logprobs``); at 1 the logits
+    are used as they are. Both models are evaluated in eval mode (no dropout), their modes restored.
     """
+    if len(pairs) == 0:
+        raise ValueError(f"collect: pairs {tuple(pairs.shape)} has no rows; a rollout needs at least one prompt")
     samples = sample_answers(policy, task, pairs, group_size, generator, temperature)
     repeated = pairs.repeat_interleave(group_size, dim=0)  # (M, 2)
     completions = samples.completions.reshape(len(repeated), -1)  # (B, G, N) -> (M, N)
     tokens, completion_mask = collate(task.prompts(repeated), completions, task.tokenizer.eos_id)  # (M, L)
-    was_training = policy.training
-    policy.eval()
-    old = sequence_logprobs(policy, tokens, completion_mask)
-    policy.train(was_training)
-    ref_out = sequence_logprobs(ref, tokens, completion_mask)
-    rewards = samples.rewards.reshape(-1) if reward_fn is None else reward_fn(repeated, completions)
+    old = _score_in_eval_mode(policy, tokens, completion_mask, temperature)
+    ref_out = _score_in_eval_mode(ref, tokens, completion_mask, temperature)
+    if reward_fn is None:
+        rewards = samples.rewards.reshape(-1)
+    else:
+        rewards = torch.as_tensor(reward_fn(repeated, completions))
+        M = len(repeated)
+        if rewards.shape != (M,):
+            name = getattr(reward_fn, "__qualname__", repr(reward_fn))
+            raise ValueError(f"collect: reward_fn {name} returned {rewards.numel()} rewards of shape {tuple(rewards.shape)}, "
+                             f"expected {M} of shape ({M},): one per answer, {len(pairs)} prompts x {group_size} answers")
     return Rollout(repeated, completions, tokens, completion_mask, rewards.float(), old["per_token"], ref_out["per_token"],
-                   group_size)
+                   group_size, temperature)
 
 
 def subset_pairs(pairs: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
@@ -129,11 +156,15 @@ def subset_pairs(pairs: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
 
 @torch.no_grad()
 def reference_logprobs(model, prompts: torch.Tensor, completions: torch.Tensor, eos_id: int = 1, batch_size: int = 4096):
-    """Sequence log-probs (sums) of completions under a frozen model: (M, P), (M, N) -> (M,)."""
+    """Sequence log-probs (sums) of completions under a frozen model: (M, P), (M, N) -> (M,).
+
+    The model is scored in eval mode (no dropout), its mode restored. M may be 0 (e.g. no held-out
+    prompt gave a preference pair): the result is then an empty (0,) tensor.
+    """
     out = []
-    for start in range(0, len(prompts), batch_size):
+    for start in range(0, max(len(prompts), 1), batch_size):  # one (possibly empty) chunk at least
         tokens, mask = collate(prompts[start : start + batch_size], completions[start : start + batch_size], eos_id)
-        out.append(sequence_logprobs(model, tokens, mask)["sum"])
+        out.append(_score_in_eval_mode(model, tokens, mask)["sum"])
     return torch.cat(out)
 
 
@@ -143,15 +174,15 @@ def kl_to_reference(policy, ref, task: AdditionTask, pairs: torch.Tensor, genera
 
     One answer y is sampled from the policy per prompt; the estimate is the EXACT per-token KL summed
     along it, ``sum_t KL(pi(.|x, y<t) || pi_ref(.|x, y<t))``. By the chain rule its expectation over y is
-    the sequence-level KL, and unlike log pi(y) - log pi_ref(y) it is never negative.
+    the sequence-level KL, and unlike log pi(y) - log pi_ref(y) it is never negative. Both models are
+    evaluated in eval mode at temperature 1. `pairs` with no rows raise ValueError.
     """
+    if len(pairs) == 0:
+        raise ValueError(f"kl_to_reference: pairs {tuple(pairs.shape)} has no rows; a mean over no prompts is undefined")
     tok = task.tokenizer
     prompts = task.prompts(pairs)
     completions = sample(policy, prompts, task.max_new_tokens, 1.0, generator, tok.eos_id, tok.pad_id)
     tokens, mask = collate(prompts, completions, tok.eos_id)
-    was_training = policy.training
-    policy.eval()
-    out_p, out_q = sequence_logprobs(policy, tokens, mask), sequence_logprobs(ref, tokens, mask)
-    policy.train(was_training)
+    out_p, out_q = _score_in_eval_mode(policy, tokens, mask), _score_in_eval_mode(ref, tokens, mask)
     per_token = kl_categorical(out_p["logits"], out_q["logits"])  # (B, L - 1)
     return float(masked_sum(per_token, out_p["mask"]).mean())

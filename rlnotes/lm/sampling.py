@@ -43,8 +43,11 @@ def evaluate(model, task, pairs: torch.Tensor, temperature: float = 0.0, generat
     """Share of exactly right answers (task.reward) on `pairs` (B, 2): a float in [0, 1].
 
     With temperature > 0, `samples_per_prompt` answers per prompt are drawn and all are scored (the
-    estimate of the model's probability of answering right, averaged over prompts).
+    estimate of the model's probability of answering right, averaged over prompts). `pairs` with no
+    rows raise ValueError (an accuracy over no prompt is undefined), at every temperature.
     """
+    if len(pairs) == 0:
+        raise ValueError(f"evaluate: pairs {tuple(pairs.shape)} has no rows; an accuracy needs at least one prompt")
     if samples_per_prompt < 1:
         raise ValueError(f"evaluate: samples_per_prompt must be >= 1, got {samples_per_prompt}")
     pairs = pairs.repeat_interleave(samples_per_prompt, dim=0)  # (B * k, 2)

@@ -86,9 +86,10 @@ class AdditionTask:
         return f"{a:0{self.n_digits}d}+{b:0{self.n_digits}d}="
 
     def prompts(self, pairs: torch.Tensor) -> torch.Tensor:
-        """Prompt ids: pairs (B, 2) -> (B, prompt_len)."""
+        """Prompt ids: pairs (B, 2) -> (B, prompt_len); B may be 0 (a (0, prompt_len) tensor, not (0,))."""
         self._check_pairs("prompts", pairs)
-        return torch.tensor([self.tokenizer.encode(self.prompt_text(a, b)) for a, b in pairs.tolist()], dtype=torch.long)
+        ids = torch.tensor([self.tokenizer.encode(self.prompt_text(a, b)) for a, b in pairs.tolist()], dtype=torch.long)
+        return ids.view(len(pairs), self.prompt_len)  # torch.tensor([]) alone would be (0,)
 
     def prompt_texts(self, pairs: torch.Tensor) -> list[str]:
         self._check_pairs("prompt_texts", pairs)

@@ -46,7 +46,8 @@ def _surrogate(theta: torch.Tensor, old_logits: torch.Tensor, advantages: torch.
     """sum_a pi_old(a) r(a) A(a) for parameters theta (..., 2): the expectation over actions done exactly."""
     logp = torch.log_softmax(logits_of(theta), -1)  # (..., 3): log pi_theta(a) of every action a
     old_logp = torch.log_softmax(old_logits, -1).expand_as(logp)
-    return (old_logp.exp() * -surrogate_loss(logp, old_logp, advantages)).sum(-1)  # weights pi_old(a)
+    per_action = advantages.expand_as(logp)  # (3,) -> (..., 3): one advantage per action, stated, not broadcast
+    return (old_logp.exp() * -surrogate_loss(logp, old_logp, per_action)).sum(-1)  # weights pi_old(a)
 
 
 def kl_region(delta: float = 0.05, theta_old=THETA_OLD, advantages=ADVANTAGES, extent: float = 2.5,
