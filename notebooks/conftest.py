@@ -10,6 +10,8 @@ when it raises (a failing `assert` included); outputs are compared only in cells
   the Makefile sets to Agg for the tests, is removed from the kernel's environment), so that figures are
   PNG outputs, as docs/site/build.py executes them;
 - a cell may take 900 s (`--nbval-cell-timeout`, unless given);
+- the checkpoint cache (rlnotes.cache) is a fresh folder of the run's own: no chapter loads a model that an
+  earlier run trained;
 - the run is kept: after a notebook's last cell, its executed copy (the notebook with the outputs nbval
   read for each cell, execution counts numbered as nbclient numbers them, and the widgets' state that
   nbclient's `store_widget_state` would have saved, gathered from the kernel's messages as nbval reads
@@ -40,6 +42,8 @@ from pathlib import Path
 
 import pytest
 
+from rlnotes import cache
+
 ROOT = Path(__file__).resolve().parent.parent
 SITE_CACHE = ROOT / "build" / "site" / "executed"
 OTHER_RUNS = ROOT / "build" / "notebooks" / "nbval"
@@ -48,6 +52,10 @@ GROUP = "notebooks"  # with --dist loadfile: the one unit of every notebook cell
 CELL_TIMEOUT_S = 900  # one cell in fast mode, on a loaded 2-core machine
 OUTPUT_TIMEOUT_S = 60  # a finished cell's outputs still on their way from the kernel
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+# The checkpoint cache (rlnotes.cache): the notebooks' kernels inherit RLNOTES_CACHE_DIR, a fresh folder of this
+# run's own (shared with tests/conftest.py in `make test`), so a chapter reuses only what this run trained.
+cache.fresh_folder_for_this_run()
 
 
 def run_id(config: pytest.Config) -> str:

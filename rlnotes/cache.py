@@ -30,6 +30,7 @@ as its class name and fields. A file that cannot be read is ignored (and replace
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import datetime
@@ -39,6 +40,7 @@ import importlib.metadata
 import json
 import os
 import random
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -47,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["train", "key", "directory", "enabled", "entries", "clear", "source_digest", "REBUILD"]
+__all__ = ["train", "key", "directory", "enabled", "entries", "clear", "source_digest", "fresh_folder_for_this_run", "REBUILD"]
 
 FORMAT = 1  # of the stored payload; a change here invalidates every entry
 IGNORED_FIELDS = ("progress_bar",)  # Config fields that change how a run looks, never what it computes
@@ -422,3 +424,23 @@ def clear() -> tuple[int, int]:
                 path.unlink()
                 files, n_bytes = files + 1, n_bytes + size
     return files, n_bytes
+
+
+# ---- for tests and CI: a folder of the run's own ----------------------------------------------------------------
+
+
+def fresh_folder_for_this_run(prefix: str = "rlnotes-test-cache-") -> Path:
+    """Point RLNOTES_CACHE_DIR at a new, empty folder for this test run, deleted when the process ends -> the folder.
+
+    Tests and CI never read a checkpoint they did not write, so that a stale one cannot hide a change
+    (tests/conftest.py and notebooks/conftest.py call this on import; the notebooks' kernels inherit the
+    variable). The processes of one run share its folder: a pytest-xdist worker, whose parent process (the
+    run's controller) made it, or a second conftest of the same process, keep it instead of making another.
+    """
+    owner, chosen = os.environ.get("RLNOTES_CACHE_RUN_OWNER"), os.environ.get("RLNOTES_CACHE_DIR", "")
+    if owner in (str(os.getpid()), str(os.getppid())) and chosen and Path(chosen).is_dir():
+        return Path(chosen)
+    folder = tempfile.mkdtemp(prefix=prefix)
+    os.environ["RLNOTES_CACHE_DIR"], os.environ["RLNOTES_CACHE_RUN_OWNER"] = folder, str(os.getpid())
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return Path(folder)

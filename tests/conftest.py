@@ -8,15 +8,14 @@ round differently and so train along another trajectory, as another machine does
 held on every one of those runs with a margin; the numbers measured are in benchmarks/claims.md.
 """
 
-import atexit
+import fcntl
 import json
 import os
-import shutil
-import tempfile
 
 import pytest
 import torch
 
+from rlnotes import cache
 from rlnotes.utils import course_seed
 
 # The course's SFT model: sft.Config's 1,300 steps (about a minute on one core). Shorter runs sit on the carry
@@ -25,10 +24,10 @@ from rlnotes.utils import course_seed
 # on which side of it a machine lands; at 1,300 steps every seed and kernel measured is past it (0.95 to 1.0).
 SFT_STEPS = 1300
 
-# The checkpoint cache (rlnotes.cache): a fresh, empty folder for each pytest process, deleted at its exit, so
-# that no test and no notebook it executes (kernels inherit os.environ) reads a checkpoint this run did not write.
-os.environ["RLNOTES_CACHE_DIR"] = tempfile.mkdtemp(prefix="rlnotes-test-cache-")
-atexit.register(shutil.rmtree, os.environ["RLNOTES_CACHE_DIR"], ignore_errors=True)
+# The checkpoint cache (rlnotes.cache): a fresh, empty folder for this pytest run (its xdist workers share it),
+# deleted at its end, so that no test and no notebook it executes (kernels inherit os.environ) reads a checkpoint
+# this run did not write.
+cache.fresh_folder_for_this_run()
 
 
 def pytest_configure(config):
@@ -37,13 +36,15 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def sft_run():
-    """(model, history) of `sft.train` with seed course_seed(1) and SFT_STEPS steps."""
+    """(model, history) of `sft.train` with seed course_seed(1) and SFT_STEPS steps, trained once per test run."""
     from rlnotes.lm import sft
     from rlnotes.lm.task import AdditionTask
 
     torch.set_num_threads(1)
     config = sft.Config(seed=course_seed(1), steps=SFT_STEPS, eval_every=1000, progress_bar=False)
-    history = sft.train(config, task=AdditionTask())
+    with open(cache.directory() / "sft_run.lock", "w") as lock:  # one worker trains it, the other waits and loads it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        history = cache.train(sft.train, config, task=AdditionTask(), quiet=True)
     return history["model"], history
 
 

@@ -274,3 +274,25 @@ def test_the_default_folder_is_the_users_cache_folder(monkeypatch, tmp_path):
     assert cache.directory() == tmp_path / "xdg" / "rlnotes"
     monkeypatch.setenv("RLNOTES_CACHE_DIR", "~/elsewhere")
     assert cache.directory() == cache.Path.home() / "elsewhere"
+
+
+_RUN_FOLDER = """
+import os, subprocess, sys
+from rlnotes import cache
+first = cache.fresh_folder_for_this_run()
+again = cache.fresh_folder_for_this_run()  # a second conftest of the same process
+child = subprocess.run([sys.executable, "-c", "from rlnotes import cache; print(cache.fresh_folder_for_this_run())"],
+                       capture_output=True, text=True, check=True).stdout.strip()  # an xdist worker of this run
+print(first, again, child, first.is_dir(), sep="|")
+"""
+
+
+def test_a_test_run_gets_a_fresh_folder_shared_by_its_workers_and_deleted_at_its_end(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("RLNOTES_CACHE_DIR", "RLNOTES_CACHE_RUN_OWNER")}
+    env["RLNOTES_CACHE_DIR"] = str(tmp_path)  # a folder the user chose: a test run must not read it
+    runs = [subprocess.run([sys.executable, "-c", _RUN_FOLDER], capture_output=True, text=True, check=True, env=env)
+            .stdout.strip().split("|") for _ in range(2)]
+    for first, again, child, existed in runs:
+        assert first == again == child and existed == "True" and first != str(tmp_path)
+        assert not os.path.exists(first)  # deleted when the run's process ended
+    assert runs[0][0] != runs[1][0]  # each run its own
