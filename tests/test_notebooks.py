@@ -39,7 +39,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import nbformat
@@ -57,11 +56,15 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT_S = 900  # one cell in fast mode, on a loaded 2-core machine
 
 
-def _site_builder():
-    spec = importlib.util.spec_from_file_location("rlnotes_site_build", ROOT / "docs" / "site" / "build.py")
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _site_builder():
+    return _load("rlnotes_site_build", ROOT / "docs" / "site" / "build.py")
 
 
 def _errors(cell) -> list[str]:
@@ -73,12 +76,7 @@ def _errors(cell) -> list[str]:
 
 def _run_id(config) -> str:
     """This pytest run, as notebooks/conftest.py's run_id stamps the executed copies with it."""
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput:
-        return workerinput["testrunuid"]
-    if not hasattr(config, "_rlnotes_run_id"):
-        config._rlnotes_run_id = uuid.uuid4().hex
-    return config._rlnotes_run_id
+    return _load("rlnotes_notebooks_conftest", ROOT / "notebooks" / "conftest.py").run_id(config)
 
 
 def _nbval_notebooks(session) -> list[Path]:
