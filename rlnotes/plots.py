@@ -86,7 +86,7 @@ def draw_q_table(mdp: TabularMDP, q, ax=None, title=None, cmap="RdYlGn"):
             tri = [(c, r), (c + x0, r + y0), (c + x1, r + y1)]
             ax.add_patch(Polygon(tri, facecolor=colours(0.5 + 0.5 * q[s, a] / limit), edgecolor="white", lw=0.5))
             dr, dc = ACTIONS[a]
-            ax.text(c + 0.3 * dc, r + 0.3 * dr, f"{q[s, a]:.2f}", ha="center", va="center", fontsize=6)
+            ax.text(c + 0.3 * dc, r + 0.3 * dr, f"{q[s, a]:.2f}", ha="center", va="center", fontsize=8)
     return ax
 
 
@@ -128,7 +128,7 @@ def flow_diagram(boxes: dict, arrows, ax=None, title=None):
         ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, color="0.25",
                                      shrinkA=28, shrinkB=28))
         if label:
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, label, ha="center", fontsize=7.5, color="0.2")
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, label, ha="center", fontsize=8, color="0.2")
     ax.set(xlim=(0, 10), ylim=(0, 4))
     ax.axis("off")
     if title:

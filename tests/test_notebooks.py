@@ -74,6 +74,17 @@ def _errors(cell) -> list[str]:
 # ---------------------------------------------------------------- every notebook, once, in fast mode
 
 
+def _png_widths(cell) -> list[int]:
+    """The pixel width of each PNG the cell displayed (read from the PNG header)."""
+    import base64
+    widths = []
+    for output in cell.get("outputs", []):
+        png = output.get("data", {}).get("image/png")
+        if png:
+            widths.append(int.from_bytes(base64.b64decode(png[:64])[16:20], "big"))
+    return widths
+
+
 def _run_id(config) -> str:
     """This pytest run, as notebooks/conftest.py's run_id stamps the executed copies with it."""
     return _load("rlnotes_notebooks_conftest", ROOT / "notebooks" / "conftest.py").run_id(config)
@@ -128,6 +139,11 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(notebook, request):
     assert not failed, f"{notebook.name}: error outputs {failed} (executed copy: {path})"
     unrun = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and not c.get("execution_count")]
     assert code and not unrun, f"{notebook.name}: cells {unrun} did not run (executed copy: {path})"
+
+    # Every figure fits the notebook's width: at most 12 inches at the inline backend's 100 dpi (tight
+    # bounding boxes add at most half an inch of labels sticking out).
+    wide = {i: w for i, c in enumerate(nb.cells) if c.cell_type == "code" for w in _png_widths(c) if w > 1250}
+    assert not wide, f"{notebook.name}: figures wider than 12 inches (cell: width in px) {wide}"
 
     # The instructor version passes its own graded tests (what `nbgrader validate` reports as Success).
     # (tests/test_assignments.py checks that every notebook has at least two graded cells.)

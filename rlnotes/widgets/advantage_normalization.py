@@ -175,7 +175,7 @@ def view():
     lam = widgets.FloatSlider(value=0.95, min=0.0, max=1.0, step=0.05, description="lambda")
     error = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1, description="critic error")
     image = widgets.Image(format="png")  # not an Output widget: nbclient can hang on those (jupyter/nbclient#312)
-    fig = Figure(figsize=(13, 3.6))  # not a pyplot figure: shown only inside the widget, never twice
+    fig = Figure(figsize=(12, 3.4))  # not a pyplot figure: shown only inside the widget, never twice
     ax_raw, ax_norm, ax_bv = fig.subplots(1, 3)
     fig.subplots_adjust(wspace=0.35, bottom=0.16, left=0.06, right=0.98)
 
@@ -190,14 +190,14 @@ def view():
         ax_raw.axhline(0, color="0.5", lw=0.5)
         ax_raw.set(xlabel="step t", ylabel="advantage",
                    title=f"raw GAE: mean {traj['raw'].mean():+.3f}, std {traj['raw'].std():.3f}")
-        ax_raw.legend(fontsize=7)
+        ax_raw.legend(fontsize=8)
         ax_norm.clear()
         colors = np.where(traj["flipped"].numpy(), "tab:red", "tab:orange")
         ax_norm.bar(t, traj["normalized"].numpy(), color=colors)
         flipped = traj["flipped"].numpy()
         ax_norm.plot(t[flipped], np.zeros(flipped.sum()), "v", color="tab:red", ms=9, label="sign changed by centring")
         ax_norm.axhline(0, color="0.5", lw=0.5)
-        ax_norm.legend(fontsize=7)
+        ax_norm.legend(fontsize=8)
         ax_norm.set(xlabel="step t", ylabel="normalized advantage",
                     title=f"normalized: mean 0, std 1; {int(traj['flipped'].sum())} sign(s) flipped (red)")
         ax_bv.clear()

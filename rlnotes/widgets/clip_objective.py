@@ -102,7 +102,7 @@ def view(size: int = 64, seed: int = 0):
     eps = widgets.FloatSlider(value=0.2, min=0.05, max=0.5, step=0.01, description="epsilon")
     spread = widgets.FloatSlider(value=0.25, min=0.05, max=0.6, step=0.01, description="ratio spread")
     image = widgets.Image(format="png")  # not an Output widget: see the module docstring
-    fig = Figure(figsize=(13, 3.6))
+    fig = Figure(figsize=(12, 3.4))
     axes = fig.subplots(1, 3)
     box = widgets.VBox([widgets.HBox([eps, spread]), image])
 

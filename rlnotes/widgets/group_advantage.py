@@ -75,7 +75,7 @@ def view(rewards=(1.0, 0.0, 0.0, 1.0, 0.0, 0.0), lengths=(3, 2, 3, 4, 2, 3)):
                                 description="critic V")
     lam = widgets.FloatSlider(value=0.95, min=0.0, max=1.0, step=0.05, description="GAE lambda")
     image = widgets.Image(format="png")
-    fig = Figure(figsize=(13, 3.8))
+    fig = Figure(figsize=(12, 3.6))
     axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
     box = widgets.VBox([widgets.HBox(reward_sliders[:3]), widgets.HBox(reward_sliders[3:]), widgets.HBox([value, lam]), image])
 
@@ -101,7 +101,7 @@ def view(rewards=(1.0, 0.0, 0.0, 1.0, 0.0, 0.0), lengths=(3, 2, 3, 4, 2, 3)):
         ax.axhline(0, color="k", lw=0.8)
         ax.set(xlabel="token of the answer", ylabel="GAE advantage",
                title=f"critic V = {value.value:.2f}, lambda = {lam.value:.2f}, reward on the last token")
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()
         box.data = {"group": group, "critic": critic}
         png = io.BytesIO()

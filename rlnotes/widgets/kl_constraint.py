@@ -129,7 +129,7 @@ def draw(data: dict, ax) -> None:
                 label=f"{label}: KL {data['kl_' + name]:.3f}, gain {data['gain_' + name]:.3f}")
     ax.plot(*theta_old, "ko", ms=5)
     ax.set(xlabel="theta_1", ylabel="theta_2", aspect="equal")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=8, loc="lower left")
 
 
 def view():
