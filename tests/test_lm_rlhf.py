@@ -120,3 +120,21 @@ def test_rlhf_raises_heldout_sampled_accuracy_over_the_sft_model(sft_run, measur
     assert rm_accuracy > RLHF_RM_ACCURACY_BOUND
     assert history["eval_iteration"] == [0, 75, 150] and min(history["kl_probe"]) >= 0
     assert score_gain > 0  # the learned reward went up on held-out prompts
+
+
+def test_a_shorter_run_is_the_first_iterations_of_a_longer_one():
+    """Chapter 08 reads its 150-iteration leashed run off the first 150 iterations of its 400-iteration run:
+    nothing in a run depends on how many iterations follow (no schedule over `iterations`), and the held-out
+    probes draw from their own generator, so the shared iterations match to the bit."""
+    from rlnotes.lm.task import AdditionTask
+
+    small = dict(seed=3, sft_steps=20, rm_steps=4, rm_train_prompts=50, eval_every=1, eval_prompts=50, probe_prompts=50,
+                 prompts_per_iteration=8, progress_bar=False)
+    short, long = (rlhf.train(rlhf.Config(iterations=n, **small), task=AdditionTask()) for n in (2, 4))
+    assert long["eval_iteration"][:3] == short["eval_iteration"] == [0, 1, 2]
+    for name in ("score", "kl", "no_eos_share"):
+        if name in short:
+            assert short[name] == long[name][: len(short[name])], name
+    for name in ("kl_probe", "score_probe", "sampled_accuracy_probe", "greedy_accuracy_probe"):
+        assert short[name] == long[name][:3], name
+    assert short["score"] != long["score"][2:4]  # the runs did go on (a test that could fail)
