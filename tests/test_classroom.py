@@ -9,11 +9,13 @@ exercises; each release is checked to carry nothing of a solution or a hidden te
     teacher   nbgrader collect, nbgrader autograde, nbgrader generate_feedback, nbgrader export
 
 ada submits the solutions (full marks), ben a plausible mistake in one exercise (that exercise 0, the
-other full), cy the untouched release (0). Marks are read from nbgrader's gradebook (its Gradebook
-API) and from `nbgrader export`'s CSV; ben's feedback page names the test he failed.
+other full), cy the untouched release (0), dee answers every exercise by calling the package's own
+function (0: the hidden tests switch it off, `rlnotes.grading.shortcuts_refused`, although dee's answers
+pass the visible tests). Marks are read from nbgrader's gradebook (its Gradebook API) and from
+`nbgrader export`'s CSV; ben's feedback page names the test he failed, dee's says why the shortcut failed.
 
 Autograde executes whole notebooks (fast mode, RLNOTES_FAST=1): the class plays the cheapest chapter in
-fast mode, 04_trpo (about 11 s of CPU a run, against 15 s for 02 and 28 s for 03), three runs in all.
+fast mode, 04_trpo (about 11 s of CPU a run, against 15 s for 02 and 28 s for 03), four runs in all.
 """
 
 from __future__ import annotations
@@ -49,7 +51,22 @@ WRONG_SOURCE = '''def my_conjugate_gradient(matrix_vector_product, b, iterations
         p_k = r_k
     return x_k
 '''
-STUDENTS = ("ada", "ben", "cy")
+# dee answers with the package: the Fisher-vector product through the notebook's `trpo` module, conjugate
+# gradient through an alias imported in the cell. Both give the package's numbers, so only a hidden test that
+# switches the package's function off can tell dee from ada.
+SHORTCUT_SOURCES = {
+    "fisher_vector_product": '''def my_fisher_vector_product(kl, params, v):
+    return trpo.fisher_vector_product(kl, params)(v)
+''',
+    "conjugate_gradient": '''from rlnotes.algos.trpo import conjugate_gradient as package_cg
+
+
+def my_conjugate_gradient(matrix_vector_product, b, iterations):
+    return package_cg(matrix_vector_product, b, iterations=iterations)
+''',
+}
+REFUSED = ("rlnotes.algos.trpo.fisher_vector_product", "rlnotes.algos.trpo.conjugate_gradient")
+STUDENTS = ("ada", "ben", "cy", "dee")
 
 
 def _chapters_with_exercises() -> list[Path]:
@@ -172,13 +189,13 @@ def _solved(release: Path, instructor: Path, wrong: dict[str, str]) -> dict:
 
 @pytest.fixture(scope="module")
 def term(course, tmp_path_factory):
-    """One chapter through a term: release, three students fetch and submit, collect, autograde, feedback."""
+    """One chapter through a term: release, four students fetch and submit, collect, autograde, feedback."""
     exchange = course / "exchange"
     _run(["release_assignment", CHAPTER], cwd=course)
     assert (exchange / assignments.COURSE_ID / "outbound" / CHAPTER / f"{CHAPTER}.ipynb").exists()
 
     instructor = course / "source" / CHAPTER / f"{CHAPTER}.ipynb"
-    work = {"ada": {}, "ben": {WRONG_EXERCISE: WRONG_SOURCE}, "cy": None}
+    work = {"ada": {}, "ben": {WRONG_EXERCISE: WRONG_SOURCE}, "cy": None, "dee": SHORTCUT_SOURCES}
     for student in STUDENTS:
         home = tmp_path_factory.mktemp(f"home_{student}")  # outside the course: no instructor config there
         student_args = [f"--course={assignments.COURSE_ID}", f"--Exchange.root={exchange}"]
@@ -222,12 +239,14 @@ def test_marks_in_the_gradebook(term):
     assert marks["ben"]["tests"] == {"test_fisher_vector_product": 1.0, "test_conjugate_gradient": 0.0}
     assert marks["cy"]["total"] == (0.0, 2.0), marks["cy"]
     assert marks["cy"]["tests"] == dict.fromkeys(tests, 0.0)
+    assert marks["dee"]["total"] == (0.0, 2.0), marks["dee"]
+    assert marks["dee"]["tests"] == dict.fromkeys(tests, 0.0)
 
 
 def test_marks_in_nbgrader_export(term):
     rows = {row["student_id"]: row for row in csv.DictReader(term["csv"].open()) if row["assignment"] == CHAPTER}
     scores = {s: (float(rows[s]["score"]), float(rows[s]["max_score"])) for s in STUDENTS}
-    assert scores == {"ada": (2.0, 2.0), "ben": (1.0, 2.0), "cy": (0.0, 2.0)}
+    assert scores == {"ada": (2.0, 2.0), "ben": (1.0, 2.0), "cy": (0.0, 2.0), "dee": (0.0, 2.0)}
 
 
 def _feedback(root: Path, student: str) -> str:
@@ -246,6 +265,18 @@ def test_feedback_names_the_failed_test(term):
     assert "Score: 2.0 / 2.0" in ada and "Traceback (most recent call last)" not in ada
     cy = _feedback(term["root"], "cy")
     assert "Score: 0.0 / 2.0" in cy and "NotImplementedError" in cy
+
+
+def test_feedback_says_why_the_package_shortcut_failed(term):
+    """dee called the package: each exercise 0, and the feedback names the refusal and the function refused."""
+    dee = _feedback(term["root"], "dee")
+    assert "Score: 0.0 / 2.0" in dee
+    text = re.sub(r"<[^>]+>", "", dee)  # the traceback is coloured with <span>s
+    for grade_id, refused in zip(("test_fisher_vector_product", "test_conjugate_gradient"), REFUSED):
+        assert re.search(grade_id + r".{0,300}?\(Score: 0\.0 / 1\.0\)", dee, flags=re.S), f"{grade_id} is not named"
+        assert "ShortcutRefused: this exercise asks you to write" in text and f"{refused} is switched off" in text, \
+            f"dee's feedback does not say that {refused} was refused"
+    assert "NotImplementedError" not in dee and "AssertionError" not in text, "dee's answers fail for the refusal only"
 
 
 def test_solutions_and_hidden_tests_stay_with_the_teacher(term):
