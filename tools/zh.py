@@ -243,7 +243,7 @@ def _form_pattern(form: str) -> str:
         last_re = re.escape(last[:-1]) + "(?:y|ies)"
     else:
         last_re = re.escape(last) + "(?:s|es)?"
-    return r"(?<![A-Za-z0-9])" + r"[\s-]*".join([re.escape(w) for w in words[:-1]] + [last_re]) + r"(?![A-Za-z0-9])"
+    return r"(?<![A-Za-z0-9_])" + r"[\s-]*".join([re.escape(w) for w in words[:-1]] + [last_re]) + r"(?![A-Za-z0-9_])"
 
 
 _PATTERNS: dict[tuple[str, ...], list[tuple[re.Pattern, Term]]] = {}
