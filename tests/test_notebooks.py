@@ -25,8 +25,15 @@ The site is then built as `make site` builds it and reuses the executions, so it
 (Playwright) opens build/site/index.html with every request off the machine refused (the pages must
 stand without the web), follows each chapter link of the index and finds on each page its figures
 (<img> elements holding PNG data that the browser decoded), the widgets' last pictures with their note,
-and no error output. Needs /usr/bin/chromium for the reader test (see tests/test_browser.py;
+no error output, and its formulas typeset by the KaTeX the site carries: as many as the notebook's
+Markdown holds, none shown as raw LaTeX; every request the browser made (pages, scripts, stylesheets,
+fonts) is a file of the site. A screenshot of a chapter's formulas: build/screenshots/site/07_grpo_math.png.
+Every formula of the notebooks and of the glossary is also typeset by that KaTeX one by one, any error
+an error. Needs /usr/bin/chromium for the browser tests (see tests/test_browser.py;
 RLNOTES_REQUIRE_BROWSER=1 makes its absence fail).
+
+The notebooks executed here (build.py's `execute`) load and store trained models in the fresh checkpoint
+folder of this pytest run (tests/conftest.py points RLNOTES_CACHE_DIR at it; the kernels inherit it).
 """
 
 from __future__ import annotations
@@ -154,6 +161,42 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(notebook, request):
 
 # ---------------------------------------------------------------- the site, from those executions
 
+GLOSSARY = ROOT / "assets" / "glossary.md"
+KATEX = ROOT / "docs" / "site" / "vendor" / "katex"  # what the site typesets its formulas with
+MATH_SHOT = "07_grpo"  # the chapter whose formulas are photographed: build/screenshots/site/07_grpo_math.png
+
+# A formula as the course's Markdown writes it, $$...$$ or $...$, counted once code (fenced, or in backticks)
+# is taken out: independent of the Markdown parser that docs/site/build.py uses to find them.
+_CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
+_FORMULA = re.compile(r"\$\$.+?\$\$|\$[^$]+?\$", re.S)
+
+# Constructs the course's formulas use, or may use next, which KaTeX must read besides the formulas there now.
+_CONSTRUCTS = [
+    r"\begin{aligned} \hat A_t &= \delta_t + \gamma\lambda \hat A_{t+1} \\ \delta_t &= r_t + \gamma V(s') - V(s) \end{aligned}",
+    r"\operatorname{clip}(\rho, 1-\epsilon, 1+\epsilon) = \begin{cases} 1-\epsilon & \rho < 1-\epsilon \\ \rho & \text{else}"
+    r" \end{cases}",
+    r"\mathbb{E}_{a \sim \pi(\cdot \mid s)}\left[\frac{\pi_\theta(a \mid s)}{\pi_{\mathrm{old}}(a \mid s)} \hat A\right]",
+    r"\underbrace{\tfrac{1}{2} \lVert \theta - \theta_k \rVert^2}_{\text{trust region}} \le \delta",
+]
+
+
+def _markdown(path: Path) -> list[str]:
+    """The Markdown texts of a notebook (its Markdown cells) or of a .md file."""
+    if path.suffix != ".ipynb":
+        return [path.read_text()]
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"]
+
+
+def _formula_count(markdown: str) -> int:
+    return len(_FORMULA.findall(_CODE.sub("", markdown)))
+
+
+def _need_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("RLNOTES_REQUIRE_BROWSER") == "1":
+            pytest.fail("RLNOTES_REQUIRE_BROWSER=1 but chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+
 
 def _has_widget(path: Path) -> bool:
     cells = json.loads(path.read_text())["cells"]
@@ -165,6 +208,88 @@ def test_make_site_runs_the_builder_into_build_site():
     assert recipe, "no site target in the Makefile"
     assert "$(VENV)/.course" in recipe.group(1), "make site must install what it needs first"
     assert "docs/site/build.py --out build/site" in recipe.group(2)
+
+
+def test_execute_runs_a_notebook_with_the_checkpoint_folder_of_this_test_run(monkeypatch, tmp_path):
+    """build.py's `execute` (above, for this file without the notebooks) hands its kernel RLNOTES_CACHE_DIR as
+    tests/conftest.py set it: the fresh folder of this run, not the user's cache (which `make site` uses)."""
+    import platformdirs
+
+    from rlnotes import cache
+
+    builder, given = _site_builder(), {}
+
+    def run(args, env=None, **kwargs):
+        given.update(env)
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(builder.subprocess, "run", run)
+    builder.execute(NOTEBOOKS[0], tmp_path, "fast", 60, use_cache=False)
+    folder = cache.directory()
+    assert given["RLNOTES_CACHE_DIR"] == str(folder) == os.environ["RLNOTES_CACHE_DIR"]
+    assert folder.name.startswith("rlnotes-test-cache-") and folder.is_dir(), folder
+    assert folder != Path(platformdirs.user_cache_dir("rlnotes", appauthor=False))
+    assert given["RLNOTES_FAST"] == "1"
+
+
+def test_the_site_carries_katex_as_published():
+    """docs/site/vendor/katex/ is the npm package's files, unchanged (SHA256SUMS), of the version build.py names."""
+    import hashlib
+
+    listed = dict(reversed(line.split(maxsplit=1)) for line in (KATEX / "SHA256SUMS").read_text().splitlines() if line.strip())
+    present = {p.relative_to(KATEX).as_posix() for p in KATEX.rglob("*") if p.is_file()} - {"SHA256SUMS"}
+    assert set(listed) == present, "docs/site/vendor/katex/ and its SHA256SUMS list other files"
+    changed = [name for name, digest in listed.items() if hashlib.sha256((KATEX / name).read_bytes()).hexdigest() != digest]
+    assert not changed, f"changed since they were copied from the npm package: {changed}"
+    version = _site_builder().KATEX_VERSION
+    assert f'version:"{version}"' in (KATEX / "katex.min.js").read_text()
+    assert f"KaTeX {version}" in (KATEX.parent / "README.md").read_text()
+    fonts = re.findall(r"url\((fonts/[^)]+\.woff2)\)", (KATEX / "katex.min.css").read_text())
+    assert fonts and all((KATEX / font).is_file() for font in fonts), "a font of the stylesheet is missing"
+
+
+def test_the_builder_marks_every_formula_of_the_markdown():
+    """Each $...$ and $$...$$ of every Markdown cell (and of the glossary) is a formula the pages hand to KaTeX."""
+    builder = _site_builder()
+    missed = {}
+    for path in [*NOTEBOOKS, GLOSSARY]:
+        for i, text in enumerate(_markdown(path)):
+            found = builder.formulas(text)
+            if len(found) != _formula_count(text):
+                missed[f"{path.name} markdown {i}"] = (len(found), _formula_count(text))
+            page = builder.markdown_to_html(text)
+            assert page.count('class="rlnotes-math') == len(found), (path.name, i)
+    assert not missed, f"formulas found by the builder, and written in the Markdown: {missed}"
+
+
+_TYPESET_JS = """formulas => formulas.flatMap(([latex, display]) => {
+    try {
+        katex.renderToString(latex, {displayMode: display, throwOnError: true, strict: 'error'});
+        return [];
+    } catch (error) {
+        return [latex.slice(0, 200) + '  ->  ' + error.message];
+    }
+})"""
+
+
+def test_katex_typesets_every_formula_of_the_notebooks():
+    """Every formula of the notebooks and of the glossary, typeset one by one by the site's KaTeX in Chromium: none
+    is an error, nor something KaTeX reads otherwise than LaTeX would (strict: 'error')."""
+    _need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    builder = _site_builder()
+    formulas = sorted({f for path in [*NOTEBOOKS, GLOSSARY] for text in _markdown(path) for f in builder.formulas(text)})
+    assert len(formulas) > 100, "the notebooks' formulas were not found"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        page = browser.new_page()
+        page.goto("about:blank")
+        page.add_script_tag(path=str(KATEX / "katex.min.js"))
+        failed = page.evaluate(_TYPESET_JS, [[latex, display] for latex, display in formulas + [(c, True) for c in _CONSTRUCTS]])
+        browser.close()
+    assert not failed, f"{len(failed)} formulas KaTeX cannot typeset: {failed[:5]}"
+    print(f"{len(formulas)} distinct formulas and {len(_CONSTRUCTS)} constructs typeset by KaTeX {builder.KATEX_VERSION}")
 
 
 @pytest.fixture(scope="module")
@@ -199,8 +324,24 @@ def test_pages_point_nowhere_in_the_repository(site, chapters):
         assert ".ipynb\"" not in page and "assets/glossary.md" not in page
 
 
+def test_pages_load_nothing_from_the_web(site, chapters):
+    """No script, stylesheet, image, frame, module import or CSS url() of a page names another host (the
+    browser test below sees what is requested; this sees also what a page would load only in some cases)."""
+    for name in [p.stem for p in chapters] + ["index", "glossary"]:
+        page = (site / f"{name}.html").read_text()
+        loads = (re.findall(r'<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)="([^"]*)"', page)
+                 + re.findall(r"""\bimport\(\s*["']([^"']+)""", page)
+                 + re.findall(r"""url\(\s*["']?([^"')\s]+)""", page))
+        remote = [url for url in loads if re.match(r"(?:[a-z]+:)?//", url, flags=re.I)]
+        assert not remote, f"{name}.html loads from elsewhere: {remote[:3]}"
+    for path in ["katex/katex.min.js", "katex/katex.min.css", "katex/fonts/KaTeX_Main-Regular.woff2"]:
+        assert (site / path).is_file(), f"the site lacks {path}"
+
+
 # Figures: <img> with PNG data the browser decoded. Errors: nbconvert renders an error output, like
 # stderr, with the stderr mime type; a traceback there, or a Python exception name, is an error.
+# Formulas: KaTeX's .katex elements in the Markdown cells; raw LaTeX: a $ or a \command left in their
+# text once the formulas and the code are taken out.
 _PAGE_JS = """() => {
     const imgs = [...document.querySelectorAll('img')];
     const figures = imgs.filter(i => i.src.startsWith('data:image/png;base64,') && i.complete && i.naturalWidth > 50);
@@ -217,26 +358,61 @@ _PAGE_JS = """() => {
             movesInJupyterLab: notes.every(n => n.textContent.includes('JupyterLab'))};
 }"""
 
+_MATH_JS = """selector => {
+    const texts = [...document.querySelectorAll(selector)];
+    const raw = texts.flatMap(element => {
+        const copy = element.cloneNode(true);
+        copy.querySelectorAll('.katex, code, pre').forEach(e => e.remove());
+        const text = copy.textContent, at = text.search(/\\$|\\\\[A-Za-z]+/);
+        return at < 0 ? [] : [text.slice(Math.max(0, at - 60), at + 60)];
+    });
+    return {state: document.documentElement.dataset.rlnotesMath || '',
+            formulas: texts.reduce((n, e) => n + e.querySelectorAll('.katex').length, 0),
+            untypeset: document.querySelectorAll('.rlnotes-math:not(:has(.katex))').length,
+            errors: [...document.querySelectorAll('.katex-error')].map(e => e.textContent.slice(0, 120)),
+            raw: raw};
+}"""
+
+# The Markdown cell with the largest display formulas (the most LaTeX), scrolled to the top of the window.
+_SHOW_FORMULAS_JS = """() => {
+    const score = c => [...c.querySelectorAll('.katex-display annotation')].reduce((n, a) => n + a.textContent.length, 0);
+    const best = [...document.querySelectorAll('.jp-MarkdownCell')].reduce((a, b) => score(b) > score(a) ? b : a);
+    best.scrollIntoView({block: 'start'});
+    window.scrollBy(0, -10);
+    return best.querySelectorAll('.katex').length;
+}"""
+
+
+def _read_formulas(page, selector: str) -> dict:
+    """The page's formulas once KaTeX typeset them and its fonts loaded (_MATH_JS)."""
+    page.wait_for_function("document.documentElement.dataset.rlnotesMath", timeout=30_000)
+    page.evaluate("document.fonts.ready.then(() => true)")
+    return page.evaluate(_MATH_JS, selector)
+
+
+def _check_formulas(name: str, info: dict, expected: int) -> None:
+    assert info["state"] == "typeset", f"{name}: KaTeX did not run ({info['state']!r})"
+    assert not info["errors"] and not info["untypeset"], f"{name}: formulas KaTeX did not typeset: {info['errors'][:3]}"
+    assert info["formulas"] == expected, f"{name}: {info['formulas']} formulas typeset, {expected} in its Markdown"
+    assert not info["raw"], f"{name}: raw LaTeX in the text: {info['raw'][:3]}"
+
 
 def test_a_reader_follows_every_chapter_link(site, chapters):
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("RLNOTES_REQUIRE_BROWSER") == "1":
-            pytest.fail("RLNOTES_REQUIRE_BROWSER=1 but chromium is not installed (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+    _need_chromium()
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
-    seen = {}
+    seen, requested, off_machine = {}, [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        off_machine = []
+        page.on("request", lambda request: requested.append(request.url))
 
         def refuse(route):
             off_machine.append(route.request.url)
             route.abort()
 
-        page.route(re.compile(r"^https?://"), refuse)  # MathJax and require.js from a CDN: not needed to read
+        page.route(re.compile(r"^(?!file:)"), refuse)  # anything but the site's own files (data: URLs are not routed)
         page.goto((site / "index.html").as_uri(), wait_until="load")
         page.screenshot(path=str(SHOTS / "index.png"))
         links = page.locator("table a")
@@ -246,12 +422,24 @@ def test_a_reader_follows_every_chapter_link(site, chapters):
             page.locator("table a", has_text=name).click()
             page.wait_for_url(f"**/{name}.html")
             page.wait_for_load_state("load")
-            seen[name] = page.evaluate(_PAGE_JS)
+            seen[name] = page.evaluate(_PAGE_JS) | {"math": _read_formulas(page, ".jp-MarkdownCell")}
             page.screenshot(path=str(SHOTS / f"{name}.png"))
+            if name == MATH_SHOT:
+                seen[name]["shown"] = page.evaluate(_SHOW_FORMULAS_JS)
+                page.screenshot(path=str(SHOTS / f"{name}_math.png"))
             page.go_back(wait_until="load")
             page.wait_for_url("**/index.html")
+        page.locator("a", has_text="glossary").first.click()
+        page.wait_for_url("**/glossary.html")
+        page.wait_for_load_state("load")
+        glossary = _read_formulas(page, "body")
+        page.screenshot(path=str(SHOTS / "glossary.png"))
         browser.close()
-    assert all(url.startswith("https://cdnjs.cloudflare.com/") for url in off_machine), off_machine[:5]
+    assert not off_machine, f"requests off the machine: {off_machine[:5]}"
+    elsewhere = [url for url in requested if not url.startswith("file://")]
+    assert not elsewhere, f"requests not for a file of the site: {elsewhere[:5]}"
+    assert any(url.endswith("/katex/katex.min.js") for url in requested)
+    _check_formulas("glossary", glossary, _formula_count(GLOSSARY.read_text()))
 
     for path in chapters:
         info = seen[path.stem]
@@ -262,3 +450,9 @@ def test_a_reader_follows_every_chapter_link(site, chapters):
         if _has_widget(path):
             assert info["notes"] >= 1 and info["noteAfterPicture"] >= 1, f"{path.stem}: the widget's picture is missing"
             assert info["movesInJupyterLab"]
+        _check_formulas(path.stem, info["math"], sum(_formula_count(text) for text in _markdown(path)))
+        print(f"{path.stem}: {info['math']['formulas']} formulas typeset")
+    if MATH_SHOT in seen:
+        assert seen[MATH_SHOT]["shown"] >= 1
+        print(f"{len(requested)} requests, every one a file of the site; formulas of {MATH_SHOT}: "
+              f"{SHOTS / (MATH_SHOT + '_math.png')}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The course as a static website: every notebook executed, rendered by nbconvert, and an index page.
+r"""The course as a static website: every notebook executed, rendered by nbconvert, and an index page.
 
     python docs/site/build.py                      # what `make site` runs: build/site/index.html
     python docs/site/build.py --jobs 2 --out DIR   # two notebooks at a time, another folder
@@ -13,10 +13,26 @@ in JupyterLab; a progress bar by its final text. Links between notebooks and to 
 rewritten to the site's pages. The index (<out>/index.html) is the README's chapter table, each
 chapter that exists a link.
 
+Formulas are typeset in the reader's browser by KaTeX, which the site carries: nothing is fetched from
+elsewhere, so a page reads the same offline. The Markdown parser nbconvert uses (mistune with its math
+rules) finds each formula ($...$, $$...$$, \(...\), \[...\], \begin{env}...\end{env}); the page holds it
+as LaTeX in a <span class="rlnotes-math"> (rlnotes-display for display formulas), which a few lines of
+script hand to KaTeX on load (docs/site/vendor/katex/, copied to <out>/katex/; docs/site/vendor/README.md
+says where it comes from). nbconvert's default template would load MathJax 2 and require.js from a CDN
+at view time: the pages here load neither (require.js serves widget JavaScript, which a static page
+does not run), nor any other script or stylesheet from the web.
+
 Executed notebooks are kept in <out>/executed/, named by a hash of the notebook, of the rlnotes
 sources and of the mode: a second build re-executes only what changed (--no-cache: everything).
 A notebook with a failing cell fails the build. Needs only what `pip install -e .` brings (nbclient and
 nbconvert come with JupyterLab).
+
+The chapters that load trained models (06, 07, 08) use the checkpoint cache (rlnotes/cache.py): a
+notebook executed here uses the folder RLNOTES_CACHE_DIR names, or the user's cache folder
+(~/.cache/rlnotes) when it is not set, as `make site` runs it: a run the learner's own notebooks
+trained is loaded, not trained again. The kernels inherit the environment of this process, so the
+tests, which point RLNOTES_CACHE_DIR at a fresh folder of their run (cache.fresh_folder_for_this_run
+in tests/conftest.py), execute with that folder.
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
+import functools
 import hashlib
 import html
 import os
@@ -37,6 +54,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
+KATEX = Path(__file__).resolve().parent / "vendor" / "katex"  # copied to <out>/katex/
+KATEX_VERSION = "0.19.1"  # docs/site/vendor/README.md
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_NOTE = ("An interactive widget: on this static page it shows the last picture it drew ({values}). "
@@ -159,13 +178,106 @@ def make_static(nb):
     return nb
 
 
+# ---------------------------------------------------------------- formulas
+
+
+# In every page's <head>: KaTeX from the site's own folder, and the script that typesets each formula the
+# Markdown renderer marked. A formula KaTeX cannot read is shown as its LaTeX in red (throwOnError false);
+# the tests typeset every formula of the notebooks with throwOnError true. <html data-rlnotes-math> says
+# when it is done ("typeset", or "missing" without KaTeX: the LaTeX then stays as the formula's text).
+MATH_HEAD = """<link rel="stylesheet" href="katex/katex.min.css">
+<script defer src="katex/katex.min.js"></script>
+<script>
+document.addEventListener("DOMContentLoaded", function () {
+  var katex = window.katex;
+  if (katex) {
+    document.querySelectorAll(".rlnotes-math").forEach(function (element) {
+      katex.render(element.textContent, element,
+                   {displayMode: element.classList.contains("rlnotes-display"), throwOnError: false});
+    });
+  }
+  document.documentElement.setAttribute("data-rlnotes-math", katex ? "typeset" : "missing");
+});
+</script>"""
+
+
+@functools.cache
+def _math_classes():
+    """(MathRenderer, MathExporter): nbconvert's Markdown renderer and HTML exporter, formulas marked for KaTeX."""
+    from jinja2 import DictLoader, pass_context
+    from nbconvert import HTMLExporter
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    class MathRenderer(IPythonRenderer):
+        """Each formula mistune's math rules find, as <span class="rlnotes-math">LaTeX</span> (nbconvert: $LaTeX$)."""
+
+        found: list[tuple[str, bool]] | None = None  # (LaTeX, display) of each formula, when a list is given
+
+        def _math(self, latex: str, display: bool) -> str:
+            if self.found is not None:
+                self.found.append((latex, display))
+            kind = "rlnotes-math rlnotes-display" if display else "rlnotes-math"
+            return f'<span class="{kind}">{html.escape(latex, quote=False)}</span>'
+
+        def inline_math(self, body: str) -> str:
+            return self._math(body, False)
+
+        def block_math(self, body: str) -> str:
+            return self._math(body, True)
+
+        def latex_environment(self, name: str, body: str) -> str:
+            return self._math(f"\\begin{{{name}}}{body}\\end{{{name}}}", True)
+
+    class MathExporter(HTMLExporter):
+        """nbconvert's lab template with MATH_HEAD where it loads MathJax, and nothing else from the web:
+        no require.js (it serves widget JavaScript), no widget manager, no mermaid."""
+
+        @pass_context
+        def markdown2html(self, context, source):
+            cell = context.get("cell", {})
+            renderer = MathRenderer(escape=False, attachments=cell.get("attachments", {}), embed_images=self.embed_images,
+                                    path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+                                    anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
+                                    **self.lexer_options)
+            return MarkdownWithMath(renderer=renderer).render(source)
+
+    template = "\n".join([
+        "{%- extends 'index.html.j2' -%}",
+        "{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}",
+        "{% block jupyter_widgets %}{% endblock jupyter_widgets %}",
+        "{%- block html_head_js_mathjax -%}" + MATH_HEAD + "{%- endblock html_head_js_mathjax -%}",
+        "{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}",
+    ])
+    MathExporter.site_loader = DictLoader({"rlnotes-site.html.j2": template})
+    return MathRenderer, MathExporter
+
+
+def markdown_to_html(source: str) -> str:
+    """Markdown as the chapter pages render it (nbconvert's renderer), each formula marked for KaTeX."""
+    from nbconvert.filters.markdown_mistune import MarkdownWithMath
+
+    renderer, _ = _math_classes()
+    return MarkdownWithMath(renderer=renderer(escape=False)).render(source)
+
+
+def formulas(source: str) -> list[tuple[str, bool]]:
+    """(LaTeX, display) of every formula of a Markdown text, as the pages mark them for KaTeX."""
+    from nbconvert.filters.markdown_mistune import MarkdownWithMath
+
+    renderer = _math_classes()[0](escape=False)
+    renderer.found = []
+    MarkdownWithMath(renderer=renderer).render(source)
+    return renderer.found
+
+
 # ---------------------------------------------------------------- pages
 
 
 STYLE = """<style>
 body.rlnotes-index { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.5; }
 .rlnotes-index table { border-collapse: collapse; width: 100%; }
-.rlnotes-index td, .rlnotes-index th { border-bottom: 1px solid #ddd; padding: .4rem .6rem; text-align: left; vertical-align: top; }
+.rlnotes-index td, .rlnotes-index th { border-bottom: 1px solid #ddd; padding: .4rem .6rem; text-align: left;
+  vertical-align: top; }
 .rlnotes-index code { background: #f4f4f4; padding: 0 .2rem; }
 .rlnotes-nav { font-family: system-ui, sans-serif; padding: .5rem 1rem; border-bottom: 1px solid #ddd; }
 .rlnotes-widget-note { color: #555; }
@@ -184,9 +296,9 @@ def _rewrite_links(page: str, stems: set[str]) -> str:
 
 
 def render(nb, title: str, stems: set[str]) -> str:
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    _, exporter_class = _math_classes()
+    exporter = exporter_class(template_name="lab", template_file="rlnotes-site.html.j2", embed_images=True,
+                              extra_loaders=[exporter_class.site_loader])
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title, "path": str(NOTEBOOKS)}})
     nav = ('<nav class="rlnotes-nav"><a href="index.html">rlnotes: the course</a> · this page was executed in '
            'fast mode; widgets show their last picture and move in JupyterLab (<code>make lab</code>)</nav>')
@@ -243,12 +355,10 @@ JupyterLab (<code>make lab</code>). Terms in Chinese and English: <a href="gloss
 
 
 def glossary_page() -> str:
-    from nbconvert.filters.markdown_mistune import markdown2html_mistune
-
     text = (ROOT / "assets" / "glossary.md").read_text()
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>rlnotes: glossary</title>{STYLE}</head>\n'
-            f'<body class="rlnotes-index"><p><a href="index.html">rlnotes: the course</a></p>\n'
-            f"{markdown2html_mistune(text)}\n</body></html>\n")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>rlnotes: glossary</title>{STYLE}\n'
+            f'{MATH_HEAD}</head>\n<body class="rlnotes-index"><p><a href="index.html">rlnotes: the course</a></p>\n'
+            f"{markdown_to_html(text)}\n</body></html>\n")
 
 
 # ---------------------------------------------------------------- main
@@ -277,16 +387,16 @@ def build(out: Path, mode: str = "fast", jobs: int = 1, timeout: int = 1800, use
             failures.append(str(error))
             return None
         print(f"{notebook.stem:24s} {'reused' if reused else f'executed in {seconds:.0f} s'}", flush=True)
-        return executed
+        return nbformat.read(executed, as_version=4)  # now: a test run may replace the copies meanwhile
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         executed = list(pool.map(one, notebooks))
 
     pages = []
-    for notebook, path in zip(notebooks, executed):
-        if path is None:
+    for notebook, executed_nb in zip(notebooks, executed):
+        if executed_nb is None:
             continue
-        nb = make_static(nbformat.read(path, as_version=4))
+        nb = make_static(executed_nb)
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
         if errors:
             failures.append(f"{notebook.name}: error outputs {[o.get('ename') for o in errors]}")
@@ -297,6 +407,8 @@ def build(out: Path, mode: str = "fast", jobs: int = 1, timeout: int = 1800, use
         pages.append(page)
     (out / "index.html").write_text(index_page((ROOT / "README.md").read_text(), stems))
     (out / "glossary.html").write_text(glossary_page())
+    shutil.rmtree(out / "katex", ignore_errors=True)  # the formulas' typesetter (MATH_HEAD)
+    shutil.copytree(KATEX, out / "katex", ignore=shutil.ignore_patterns("SHA256SUMS"))
     assets = [p for p in (ROOT / "assets").iterdir() if p.is_file() and p.suffix != ".md"]
     if assets:
         (out / "assets").mkdir(exist_ok=True)
