@@ -246,6 +246,7 @@ def train(config: Config, progress=None) -> dict:
             if config.normalize_advantages and len(rows) > 1:
                 mb_advantages = normalize(mb_advantages)
             dist = policy(batch["obs"][rows])
+            # batch["logp"]: the old log-probs, recorded by collect_rollout under no_grad (data, no gradient)
             pi_loss, logp = policy_loss(dist, freeze_distribution(old_dist, rows), batch["actions"][rows],
                                         batch["logp"][rows], mb_advantages, config.variant, clip_eps, beta)
             entropy = dist.entropy().mean()

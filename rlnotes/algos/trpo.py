@@ -16,6 +16,8 @@ Appendix C answers in four steps, one function each here:
                              + 0.8 beta s, ... and keeps the first with KL <= delta that improves.
 
 So the distance is predicted before the update (step 3) and measured after a candidate step (step 4).
+Why the surrogate is trusted only near theta_old (its states come from the old policy) is computed
+exactly on a tabular MDP in `rlnotes.exact.surrogate` (notebook 04, section 1).
 The critic is fitted by plain regression (`fit_value`), separately from the trust-region step.
 
 Defaults: RL Zoo's tuned TRPO hyperparameters for CartPole-v1 (rl-baselines3-zoo, hyperparams/trpo.yml:

@@ -5,4 +5,6 @@ algorithms live in `rlnotes.algos` and hold only themselves.
 
     policy_gradient   chapter 02: exact policy gradients (softmax bandit, Gaussian, tabular) and sampled episodes
     trust_region      chapter 04: the true surrogate and KL along TRPO's direction, against its models
+    surrogate         chapter 04: the objective J against the surrogate L on a tabular MDP, exactly (the
+                      performance difference lemma, first-order agreement, TRPO's Theorem 1 bound)
 """
