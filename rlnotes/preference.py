@@ -102,7 +102,7 @@ def dpo_loss(
     loss_type="sigmoid",
     label_smoothing=0.0,
 ):
-    """The DPO family of per-pair losses, as in TRL's ``DPOTrainer.dpo_loss``.
+    """The DPO family of per-pair losses, as in TRL's DPOTrainer (``dpo_loss`` in 0.x, ``_compute_loss`` in 1.16).
 
     Introduced in ``06_dpo``. With ``logits = (pc - pr) - (rc - rr)``, how much more the policy than
     the reference prefers the chosen answer (beta * logits is the implicit reward gap):
@@ -116,9 +116,13 @@ def dpo_loss(
         robust:  (-logsigmoid(beta*logits)*(1-ls) + logsigmoid(-beta*logits)*ls) / (1 - 2*ls)
                  (rDPO, Chowdhury et al. 2024): unbiased under label noise rate ls < 0.5
 
-    `label_smoothing` (ls) is used by sigmoid and robust only; hinge and ipo ignore it, as in TRL.
-    Note: TRL's DPOTrainer feeds IPO the length-AVERAGED log-probs (``logps / num_tokens``); pass
-    averaged log-probs here to reproduce its IPO, summed ones for the paper's.
+    `label_smoothing` (ls) is used by sigmoid and robust only; hinge and ipo ignore it. cDPO (sigmoid with
+    ls > 0) was TRL 0.x's; TRL 1.16, pinned in constraints.txt, has no cDPO: its sigmoid loss ignores
+    ``DPOConfig.label_smoothing``, which only robust, exo_pair and the aot losses read (tests/test_hf_bridge.py
+    pins this). Nor has it ``rpo_alpha``: RPO's NLL term is ``loss_type=["sigmoid", "sft"]`` with
+    ``loss_weights=[1.0, alpha]`` (docs/scaling.md). Note: TRL's DPOTrainer feeds IPO the length-AVERAGED
+    log-ratios (each answer's summed log-ratio divided by its number of tokens); pass averaged log-probs here to
+    reproduce its IPO, summed ones for the paper's.
 
     Numerical safety: a term whose weight is 0 (``ls`` or ``1 - ls``) is left out, not multiplied by 0:
     a pair with infinite logits (an answer of probability 0 under a model, log-prob -inf) then gets its

@@ -9,7 +9,8 @@ Introduced in ``06_dpo``. The pipeline, in the order ``train`` runs it:
 2. **Reference log-probs**, once, under ``no_grad``: pi_ref is frozen.
 3. **Training** on ``rlnotes.preference.dpo_loss`` (sigmoid = DPO, ipo, hinge, robust) or
    ``kto_loss``, plus an optional NLL term on the chosen answer (``nll_weight``; RPO, Pang et al.
-   2024, TRL's ``rpo_alpha``), with Adam and a step size decaying linearly to 0. The defaults
+   2024; TRL 0.x's ``rpo_alpha``, in TRL 1.16 ``loss_type=["sigmoid", "sft"]`` with ``loss_weights``),
+   with Adam and a step size decaying linearly to 0. The defaults
    (beta 0.1, nll_weight 1) are the chapter's fixed recipe; ``nll_weight=0`` is plain DPO.
 4. **Diagnostics** (TRL's names in brackets): implicit rewards of chosen and rejected answers
    ``beta * (log pi - log pi_ref)`` [rewards/chosen, rewards/rejected], their margin [rewards/margins],

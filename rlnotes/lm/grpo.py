@@ -16,29 +16,39 @@ The loss of one inner step, per token t of answer i (to MINIMISE):
 
 with ``A_i = group_relative(r_i1..r_iG)``.
 
-Which KL the term descends. The VALUE of k3 on tokens sampled from pi is an unbiased estimate of
-KL(pi || pi_ref). Its GRADIENT is not that KL's: the tokens are data (sampled, not differentiated), and
-on-policy (pi_old = pi, the first inner step) the expected gradient of ``beta * k3`` is
+Which KL the term descends. The optimiser uses the term's GRADIENT, and the sampled tokens are data:
+the loss is differentiated through log pi(y) with y held fixed, and d(beta k3)/d log pi(y) is
+beta (1 - pi_ref(y) / pi(y)). Averaged over the tokens, the expected gradient depends on which policy
+sampled them (checked exactly by enumerating a categorical in tests/test_kl_estimator_gradients.py):
 
-    E_{y ~ pi}[grad k3] = sum_y (pi(y) - pi_ref(y)) grad log pi(y) = grad KL(pi_ref || pi),
+* on-policy (pi_old = pi: the first inner step), the VALUE of k3 is an unbiased estimate of
+  KL(pi || pi_ref), but its expected gradient is
 
-the REVERSE KL (mass-covering: it pulls pi up wherever pi_ref has mass), not grad KL(pi || pi_ref).
-k1 in the loss has zero expected gradient; k2, and TRL's ratio-weighted k3 (``use_bias_correction_kl``),
-have the expected gradient of KL(pi || pi_ref). Near pi_ref the two KLs agree to second order, so the
-difference shows once the policy has moved. (NeMo-RL PR #2506; checked exactly on a categorical
-by enumeration in tests/test_lm_bug_reports.py.) ``history["kl"]`` logs the k3 value, an estimate of
-KL(pi || pi_ref).
+      E_{y ~ pi}[grad k3] = sum_y (pi(y) - pi_ref(y)) grad log pi(y) = grad KL(pi_ref || pi),
 
-A group whose G answers all have the same reward (all right or
-all wrong) has A = 0 exactly, so it adds nothing to the surrogate (only the KL term); its share is logged
-as ``zero_variance_share``. Three choices of the literature are options: ``scale`` (DeepSeekMath divides by
-the group's std; Dr. GRPO, Liu et al. 2025, does not), ``leave_one_out`` (RLOO, Ahmadian et al. 2024: the
-baseline of each answer is the mean of the OTHER G - 1), and ``aggregation``.
+  the gradient of the other KL (mass-covering: it pulls pi up wherever pi_ref has mass); k1's expected
+  gradient is 0 and k2's is grad KL(pi || pi_ref);
+* from the second inner step the tokens come from pi_old, not from pi: k3's value is then a biased
+  estimate of KL(pi || pi_ref) (unbiased only for the sampler's own KL(pi_old || pi_ref)), and its
+  expected gradient follows neither KL exactly (it is grad KL(pi_ref || pi) at pi = pi_old);
+* TRL 1.16 multiplies k3 by the differentiable ratio pi / pi_old (GRPOConfig.use_bias_correction_kl,
+  default True): value and expected gradient are then those of KL(pi || pi_ref) exactly, on- and off-policy.
 
-Defaults: G 8 x 32 prompts an iteration, 2 inner steps, eps 0.2, k3 beta 0.04 (DeepSeekMath's beta and
-TRL's GRPOConfig default), learning rate 3e-4, chosen on seed 4 (after 350 iterations from the SFT model,
-held-out sampled accuracy +26.6 points with greedy -0.6 at 3e-4; +26.4 with greedy -1.9 at 5e-4) and seed
-1 (+18 points at 1e-4); chapter 07 reports its numbers on seeds 1 to 3.
+This module keeps DeepSeekMath's plain k3. Near pi_ref the two KLs' gradients agree to first order (their
+difference is of second order in the distance), so the choice shows only once the policy has moved
+(NeMo-RL PR #2506). ``history["kl"]`` logs the k3 value on the rollout; ``history["kl_probe"]`` the exact
+KL(pi || pi_ref) per answer on held-out prompts.
+
+A group whose G answers all have the same reward (all right or all wrong) has A = 0 exactly, so it adds
+nothing to the surrogate (only the KL term); its share is logged as ``zero_variance_share``. Three choices
+of the literature are options: ``scale`` (DeepSeekMath divides by the group's std; Dr. GRPO, Liu et al.
+2025, does not), ``leave_one_out`` (RLOO, Ahmadian et al. 2024: the baseline of each answer is the mean of
+the OTHER G - 1), and ``aggregation``.
+
+Defaults (``Config``): G 8 x 32 prompts an iteration, 2 inner steps, eps 0.2, k3 beta 0.04 (DeepSeekMath's
+beta; TRL 1.16's GRPOConfig defaults to beta 0.0 and then loads no reference model), learning rate 3e-4,
+chosen on seed 4 (after 350 iterations from the SFT model, held-out sampled accuracy +26.6 points with
+greedy -0.6 at 3e-4; +26.4 with greedy -1.9 at 5e-4) and seed 1 (+18 points at 1e-4).
 """
 
 from __future__ import annotations
@@ -63,7 +73,7 @@ from .rollout import Rollout, collect, kl_to_reference, subset_pairs
 from .sampling import evaluate
 from .task import AdditionTask
 
-__all__ = ["Config", "advantages_of", "grpo_loss", "train"]
+__all__ = ["Config", "advantages_of", "grpo_loss", "update", "train"]
 
 
 @dataclass
@@ -101,7 +111,7 @@ class Config:
             raise ValueError(f"grpo.Config: aggregation must be one of {', '.join(AGGREGATION_MODES)}, got {self.aggregation!r}")
 
 
-# ---- the two formulas of one step ----------------------------------------------------------------------
+# ---- one iteration's parts: the advantages, the loss, the update -----------------------------------
 
 
 def advantages_of(rollout: Rollout, scale: bool = True, leave_one_out: bool = False) -> torch.Tensor:
@@ -118,9 +128,10 @@ def grpo_loss(logp, rollout: Rollout, advantages, config: Config) -> tuple[torch
 
     logp: (M, L - 1) per-token log-probs of the rollout's tokens under the policy being trained (with
     gradient), at the rollout's temperature. advantages: (M,), one per answer, given to its tokens as
-    (M, 1). The per-token loss is the clipped surrogate plus beta * k3(pi, pi_ref), whose expected gradient
-    on-policy is that of beta * KL(pi_ref || pi) (module docstring); ``objectives.aggregate`` reduces it
-    over the mask. Raises ValueError if advantages is not (M,).
+    (M, 1). The per-token loss is the clipped surrogate plus beta * k3(pi, pi_ref), the token held fixed:
+    its value estimates KL(pi || pi_ref), but on-policy its expected gradient is that of
+    beta * KL(pi_ref || pi), and on pi_old's tokens (inner steps >= 2) that of neither KL (module
+    docstring); ``objectives.aggregate`` reduces it over the mask. Raises ValueError if advantages is not (M,).
     """
     M = len(rollout.rewards)
     if advantages.shape != (M,):
@@ -138,6 +149,26 @@ def grpo_loss(logp, rollout: Rollout, advantages, config: Config) -> tuple[torch
             "kl": (kl[mask].mean()).item(),  # per-token k3 value: an estimate of KL(pi || pi_ref) on the batch
             "clip_fraction": clip_fraction(logp[mask], rollout.old_logp[mask], config.clip_eps, eps_high).item(),
         }
+    return loss, logs
+
+
+def update(policy, optimizer, rollout: Rollout, advantages, config: Config) -> tuple[torch.Tensor, dict]:
+    """GRPO's update from one rollout: ``config.inner_steps`` Adam steps on ``grpo_loss`` -> (loss, logs) of the last.
+
+    rollout: G answers per prompt sampled from pi_old, the policy as it was before this update, with the
+    per-token log-probs of pi_old (``rollout.old_logp``) and of pi_ref (``rollout.ref_logp``), both
+    without gradient (``rollout.collect``). advantages: (M,), one per answer (``advantages_of``).
+    """
+    for _ in range(config.inner_steps):  # PPO's epochs: the same rollout each time
+        # the sampled tokens' log-probs under the policy being trained, WITH gradient, at the sampling temperature
+        logp = sequence_logprobs(policy, rollout.tokens, rollout.completion_mask, rollout.temperature)["per_token"]  # (M, L - 1)
+        # clipped ratio pi / pi_old (exactly 1 in the first step) + beta * k3 to pi_ref, aggregated over tokens
+        loss, logs = grpo_loss(logp, rollout, advantages, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+        optimizer.step()
     return loss, logs
 
 
@@ -186,22 +217,16 @@ def train(config: Config | None = None, progress=None, *, ref_model=None, task: 
     for iteration in tqdm(range(1, config.iterations + 1), desc="GRPO", disable=not config.progress_bar):
         tick = time.perf_counter()
 
-        # rollout: G answers for each of B prompts from pi_old (the policy as it is now), no gradient
+        # rollout: G answers for each of B prompts from pi_old (the policy as it is now), scored, with their
+        # per-token log-probs under pi_old (old_logp) and pi_ref (ref_logp); no gradient
         rows = torch.randint(len(train_pairs), (config.prompts_per_iteration,), generator=generator)
         rollout = collect(policy, ref, task, train_pairs[rows], config.group_size, generator, config.temperature)
 
         # advantages: each answer against its own group, no critic
         advantages = advantages_of(rollout, config.scale, config.leave_one_out)  # (M,)
 
-        # inner steps on the same rollout: the ratio pi / pi_old leaves 1 after the first
-        for _ in range(config.inner_steps):  # scored at the temperature sampled, as pi_old and pi_ref were
-            logp = sequence_logprobs(policy, rollout.tokens, rollout.completion_mask, rollout.temperature)["per_token"]
-            loss, logs = grpo_loss(logp, rollout, advantages, config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            optimizer.step()
+        # inner steps on the same rollout (PPO's epochs): ``update``
+        loss, logs = update(policy, optimizer, rollout, advantages, config)
 
         # diagnostics
         seconds += time.perf_counter() - tick
