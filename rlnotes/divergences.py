@@ -91,7 +91,9 @@ def kl_estimate(logp, logq, kind="k3"):
 
     These are estimates of the VALUE of KL(p || q). Put into a loss and differentiated through log p on
     samples of p, their expected gradients differ: k1's is 0, k2's is grad KL(p || q), and k3's is
-    grad KL(q || p), the reverse KL (``lm.grpo``'s module docstring; NeMo-RL PR #2506).
+    grad KL(q || p), the KL in the other direction from the one estimated: with p = pi_theta and
+    q = pi_ref, KL(pi_ref || pi_theta) (``lm.grpo``'s module docstring; NeMo-RL PR #2506;
+    tests/test_kl_estimator_gradients.py).
 
     k3 uses ``expm1`` for r - 1, exact near r = 1. It can be +inf when log r is huge (q puts far more
     mass on x than p, e.g. log r > 709 in float64, > 88 in float32); it is never NaN and never negative.

@@ -342,7 +342,7 @@ def _expected_gradient(estimator, theta, logq, beta=0.04):
     return g
 
 
-def test_grpo_k3_term_descends_the_reverse_kl_on_a_categorical():
+def test_grpo_k3_term_descends_kl_from_the_reference_on_a_categorical():
     # NeMo-RL PR #2506: on-policy, E[grad k3] = grad KL(pi_ref || pi), not grad KL(pi || pi_ref);
     # k1's expected gradient is 0; k2 and TRL's ratio-weighted k3 give grad KL(pi || pi_ref).
     theta = t([1.0, -0.5, 0.3, 2.0]).requires_grad_()
