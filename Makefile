@@ -14,8 +14,8 @@ export MPLBACKEND := Agg
 help:
 	@echo "make lab          create .venv, install the course, open JupyterLab on notebooks/"
 	@echo "make test         create .venv, install the test tools, run all tests (what CI runs)"
-	@echo "make assignments  nbgrader student release of every notebook into build/nbgrader/release"
-	@echo "make site         every notebook executed (fast mode) and rendered to a static site in build/site"
+	@echo "make assignments  nbgrader student release of every notebook (English, and Chinese as zh_NN) into build/nbgrader/release"
+	@echo "make site         every notebook executed (fast mode) and rendered to a static site in build/site (Chinese: build/site/zh)"
 	@echo "make bench        install the reference libraries and compare (benchmarks/)"
 	@echo "make test-full    every notebook in full mode, as a learner runs it, with each chapter's time"
 	@echo "make test-seeds   the trained-model tests and every notebook (fast mode) on seed offsets 1 to 4"
@@ -88,14 +88,16 @@ $(VENV)/.bench: pyproject.toml constraints.txt | $(VENV)/bin/python
 bench: $(VENV)/.bench
 	$(BIN)/rlnotes bench --out benchmarks/results
 
-# The course folder for nbgrader (build/nbgrader): every chapter with exercises released; then
-# nbgrader's own commands, inside build/nbgrader (README, "For teachers").
+# The course folder for nbgrader (build/nbgrader): every chapter with exercises released (the Chinese ones
+# of notebooks/zh/ too, as zh_NN_name); then nbgrader's own commands, inside build/nbgrader (README,
+# "For teachers").
 assignments: $(VENV)/.test
 	$(BIN)/python -m rlnotes.assignments build/nbgrader
 
 # The course as a static website: every notebook executed in fast mode, rendered with nbconvert,
-# and an index page (the README's chapter table); open build/site/index.html. Executed copies are
-# kept in build/site/executed/ and re-executed only when a notebook or rlnotes changes.
+# and an index page (the README's chapter table); open build/site/index.html. The Chinese edition is in
+# build/site/zh/ (its pages take the English executions' outputs), with a language switch on every page.
+# Executed copies are kept in build/site/executed/ and re-executed only when a notebook or rlnotes changes.
 site: $(VENV)/.course
 	$(BIN)/python docs/site/build.py --out build/site
 

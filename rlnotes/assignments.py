@@ -8,6 +8,11 @@ Every notebook in notebooks/ that has nbgrader cells becomes an assignment of th
                                                   hidden tests removed
     build/nbgrader/nbgrader_config.py             course id `rlnotes`, the exchange folder, the longer
                                                   cell timeout that autograde needs
+The Chinese edition (notebooks/zh/NN_name.ipynb, issue 26) is released beside it, each chapter as the assignment
+zh_NN_name (build/nbgrader/release/zh_NN_name/zh_NN_name.ipynb): its own name, so that one course, one exchange
+and one gradebook hold both editions, and a class fetches `zh_04_trpo` as it fetches `04_trpo`. A Chinese chapter
+is released once one of its Markdown cells is translated (tools/zh.py records it in the cell's metadata); its code
+cells, the exercises and their tests with them, are the English chapter's (tests/test_zh.py).
 From there on it is nbgrader's own commands, run inside build/nbgrader (README, "For teachers"):
 `nbgrader release_assignment <name>` puts the release in the exchange (build/nbgrader/exchange by
 default, `--exchange /srv/nbgrader/exchange` for a shared machine), students `nbgrader fetch_assignment`
@@ -25,9 +30,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["COURSE_ID", "assignment_notebooks", "build_course", "generate", "generate_all", "validate", "nbgrader", "main"]
+__all__ = ["COURSE_ID", "assignment_notebooks", "translated_notebooks", "course_notebooks", "assignment_name",
+           "build_course", "generate", "generate_all", "validate", "nbgrader", "main"]
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+TRANSLATIONS = ("zh",)  # notebooks/<lang>/: the editions in other languages, released as <lang>_NN_name
 COURSE_ID = "rlnotes"
 
 # nbgrader executes whole notebooks: training cells need more than its 30 s default, and fast mode.
@@ -51,6 +58,32 @@ def assignment_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
     return found
 
 
+def _translated_in_part(path: Path) -> bool:
+    """A translation with at least one Markdown cell translated: tools/zh.py's record in the cell's metadata,
+    {"rlnotes": {"translates": <English cell id>, ...}}, without "untranslated": true."""
+    for cell in json.loads(Path(path).read_text())["cells"]:
+        record = cell.get("metadata", {}).get("rlnotes", {}) if cell["cell_type"] == "markdown" else {}
+        if record.get("translates") and not record.get("untranslated"):
+            return True
+    return False
+
+
+def translated_notebooks(lang: str = "zh") -> list[Path]:
+    """The chapters of the edition notebooks/<lang>/ with exercises, each translated in part at least."""
+    return [p for p in assignment_notebooks(NOTEBOOKS / lang) if _translated_in_part(p)]
+
+
+def course_notebooks() -> list[Path]:
+    """What `make assignments` releases: the English chapters with exercises, then those of each translation."""
+    return assignment_notebooks() + [p for lang in TRANSLATIONS for p in translated_notebooks(lang)]
+
+
+def assignment_name(path: Path) -> str:
+    """The assignment of a chapter: its stem (04_trpo), or for a translation <lang>_<stem> (zh_04_trpo)."""
+    path = Path(path).resolve()
+    return path.stem if path.parent == NOTEBOOKS else f"{path.parent.name}_{path.stem}"
+
+
 def nbgrader(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """`nbgrader <args>` run in `cwd` with this interpreter, in fast mode (RLNOTES_FAST=1): what autograde
     and validate execute. Raises RuntimeError with nbgrader's output when it fails and `check` is set."""
@@ -66,7 +99,8 @@ def nbgrader(args: list[str], cwd: Path, check: bool = True) -> subprocess.Compl
 
 
 def build_course(root: Path, notebooks: list[Path] | None = None, exchange: Path | None = None) -> list[str]:
-    """Lay out an nbgrader course folder under `root` with one assignment a notebook; return the names.
+    """Lay out an nbgrader course folder under `root` with one assignment a notebook (named by assignment_name,
+    source/<name>/<name>.ipynb; default: course_notebooks()); return the names.
 
     exchange: nbgrader's exchange folder for release_assignment / fetch_assignment / submit / collect
     (default `root`/exchange; nbgrader's own default, for several users of one machine, is /srv/nbgrader/exchange).
@@ -76,11 +110,12 @@ def build_course(root: Path, notebooks: list[Path] | None = None, exchange: Path
     exchange = Path(exchange).resolve() if exchange is not None else root / "exchange"
     (root / "nbgrader_config.py").write_text(CONFIG.format(root=str(root), course_id=COURSE_ID, exchange=str(exchange)))
     names = []
-    for path in notebooks if notebooks is not None else assignment_notebooks():
-        target = root / "source" / path.stem
+    for path in notebooks if notebooks is not None else course_notebooks():
+        name = assignment_name(path)
+        target = root / "source" / name
         target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target / path.name)
-        names.append(path.stem)
+        shutil.copy(path, target / f"{name}.ipynb")
+        names.append(name)
     return names
 
 
@@ -121,7 +156,7 @@ def validate(notebook: Path, invert: bool = False) -> subprocess.CompletedProces
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="nbgrader student release of every notebook with exercises")
+    parser = argparse.ArgumentParser(description="nbgrader student release of every notebook with exercises (both editions)")
     parser.add_argument("root", nargs="?", default="build/nbgrader", help="the course folder (default build/nbgrader)")
     parser.add_argument("--exchange", default=None, help="nbgrader's exchange folder (default ROOT/exchange)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

@@ -1,10 +1,11 @@
-"""The classroom round trip: nbgrader's student release of every notebook with exercises.
+"""The classroom round trip: nbgrader's student release of every notebook with exercises, in both editions.
 
 The student release must fail every graded test (its stubs raise NotImplementedError), checked with
 `nbgrader validate --invert` on the release up to its last graded cell, and must not leak solutions or
-hidden tests. That the instructor version passes its own graded tests is checked on the one fast-mode
-execution of each notebook, in tests/test_notebooks.py (a second execution by `nbgrader validate`
-would only repeat it).
+hidden tests. The Chinese chapters (notebooks/zh/, released as zh_NN_name once translated in part) are
+checked as the English ones are (that their exercises are the English ones is tests/test_zh.py's code
+identity). That the instructor version passes its own graded tests is checked on the one fast-mode execution
+of each notebook, in tests/test_notebooks.py (a second execution by `nbgrader validate` would only repeat it).
 """
 
 import json
@@ -14,7 +15,8 @@ import pytest
 
 from rlnotes import assignments
 
-NOTEBOOKS = assignments.assignment_notebooks()
+NOTEBOOKS = assignments.course_notebooks()  # the English chapters with exercises, then the Chinese ones
+CHINESE = [path for path in NOTEBOOKS if assignments.assignment_name(path).startswith("zh_")]
 
 
 def _solution_lines(notebook_path):
@@ -30,6 +32,8 @@ def _solution_lines(notebook_path):
 
 def test_there_are_assignments():
     assert any(path.stem == "00_notation" for path in NOTEBOOKS)
+    assert all(assignments.assignment_name(path) == f"zh_{path.stem}" for path in CHINESE)
+    assert CHINESE, "no Chinese chapter with exercises is released (notebooks/zh/, translated in part)"
 
 
 # One nbgrader course folder a notebook, built on first use: each notebook's round trip stands alone.
@@ -37,14 +41,15 @@ _RELEASES = {}
 
 
 def _release(notebook, tmp_path_factory):
-    if notebook.stem not in _RELEASES:
-        root = tmp_path_factory.mktemp(f"nbgrader_{notebook.stem}")
-        (name,) = assignments.build_course(root, [notebook])
-        _RELEASES[notebook.stem] = (root, assignments.generate(root, name))
-    return _RELEASES[notebook.stem]
+    name = assignments.assignment_name(notebook)
+    if name not in _RELEASES:
+        root = tmp_path_factory.mktemp(f"nbgrader_{name}")
+        assert assignments.build_course(root, [notebook]) == [name]
+        _RELEASES[name] = (root, assignments.generate(root, name))
+    return _RELEASES[name]
 
 
-PER_NOTEBOOK = [pytest.param(path, id=path.stem) for path in NOTEBOOKS]
+PER_NOTEBOOK = [pytest.param(path, id=assignments.assignment_name(path)) for path in NOTEBOOKS]
 
 
 def _up_to_last_graded_cell(release):
@@ -79,7 +84,7 @@ def test_student_release_leaks_no_solution_or_hidden_test(notebook, tmp_path_fac
     assert "raise NotImplementedError()" in release_text
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=assignments.assignment_name)
 def test_exercises_have_solutions_and_graded_tests(notebook):
     cells = [c for c in json.loads(notebook.read_text())["cells"] if "nbgrader" in c.get("metadata", {})]
     solutions = [c for c in cells if c["metadata"]["nbgrader"].get("solution")]

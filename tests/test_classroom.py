@@ -9,13 +9,19 @@ exercises; each release is checked to carry nothing of a solution or a hidden te
     teacher   nbgrader collect, nbgrader autograde, nbgrader generate_feedback, nbgrader export
 
 ada submits the solutions (full marks), ben a plausible mistake in one exercise (that exercise 0, the
-other full), cy the untouched release (0), dee answers every exercise by calling the package's own
-function (0: the hidden tests switch it off, `rlnotes.grading.shortcuts_refused`, although dee's answers
-pass the visible tests). Marks are read from nbgrader's gradebook (its Gradebook API) and from
+others full), cy the untouched release (0), dee answers every exercise that the package answers by calling
+the package's own function (0 on each: the hidden tests switch it off, `rlnotes.grading.shortcuts_refused`,
+although dee's answers pass the visible tests) and the predict-then-run question as ada does (its point).
+Marks are read from nbgrader's gradebook (its Gradebook API) and from
 `nbgrader export`'s CSV; ben's feedback page names the test he failed, dee's says why the shortcut failed.
 
+The Chinese edition is released beside the English one (zh_NN_name, once a chapter is translated in part) and
+checked the same way; one Chinese chapter goes through a term of its own, the first of ZH_PLAY_ORDER (cheapest
+first) that is released: ada submits the solutions (full marks), cy the untouched release (0), and ada's
+feedback page is the Chinese text.
+
 Autograde executes whole notebooks (fast mode, RLNOTES_FAST=1): the class plays the cheapest chapter in
-fast mode, 04_trpo (about 11 s of CPU a run, against 15 s for 02 and 28 s for 03), four runs in all.
+fast mode, 04_trpo (about 12 s of CPU a run, against 14 s for 02 and 28 s for 03), four runs in all.
 """
 
 from __future__ import annotations
@@ -64,8 +70,15 @@ SHORTCUT_SOURCES = {
 def my_conjugate_gradient(matrix_vector_product, b, iterations):
     return package_cg(matrix_vector_product, b, iterations=iterations)
 ''',
+    "line_search": '''def my_line_search(measure, theta_old, full_step, max_kl, backtrack_ratio=0.8, max_backtracks=10):
+    theta, _ = trpo.line_search(measure, theta_old, full_step, max_kl, backtrack_ratio, max_backtracks)
+    return theta
+''',
 }
-REFUSED = ("rlnotes.algos.trpo.fisher_vector_product", "rlnotes.algos.trpo.conjugate_gradient")
+REFUSED = ("rlnotes.algos.trpo.fisher_vector_product", "rlnotes.algos.trpo.conjugate_gradient",
+           "rlnotes.algos.trpo.line_search")
+SHORTCUT_TESTS = ("test_fisher_vector_product", "test_conjugate_gradient", "test_line_search")
+PREDICTION = "test_predict_scaled_advantages"  # a prediction: no package function answers it
 STUDENTS = ("ada", "ben", "cy", "dee")
 
 
@@ -79,6 +92,27 @@ def _chapters_with_exercises() -> list[Path]:
 
 
 CHAPTERS = _chapters_with_exercises()
+
+
+def _chinese_chapters_with_exercises() -> list[Path]:
+    """Every notebooks/zh/*.ipynb with an nbgrader cell and a Markdown cell translated (the cell's metadata
+    "rlnotes" names the English cell it translates, and is not "untranslated"): what is released as zh_NN_name."""
+    found = []
+    for path in sorted((ROOT / "notebooks" / "zh").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        records = [c.get("metadata", {}).get("rlnotes", {}) for c in cells if c["cell_type"] == "markdown"]
+        if any("nbgrader" in c.get("metadata", {}) for c in cells) and any(
+                r.get("translates") and not r.get("untranslated") for r in records):
+            found.append(path)
+    return found
+
+
+ZH_CHAPTERS = _chinese_chapters_with_exercises()
+
+
+def _name(path: Path) -> str:
+    """The assignment: the chapter's stem, zh_<stem> for a Chinese chapter."""
+    return path.stem if path.parent.name == "notebooks" else f"{path.parent.name}_{path.stem}"
 
 
 def _cells(path: Path) -> list[dict]:
@@ -140,15 +174,16 @@ def test_make_assignments_runs_the_course_builder():
 def test_every_chapter_with_exercises_is_released(course):
     assert any(p.stem == "00_notation" for p in CHAPTERS)
     released = sorted(p.name for p in (course / "release").iterdir())
-    assert released == [p.stem for p in CHAPTERS]
-    for path in CHAPTERS:
-        assert sorted(p.name for p in (course / "release" / path.stem).iterdir()) == [path.name]
+    assert released == sorted(_name(p) for p in CHAPTERS + ZH_CHAPTERS)
+    for path in CHAPTERS + ZH_CHAPTERS:
+        assert sorted(p.name for p in (course / "release" / _name(path)).iterdir()) == [f"{_name(path)}.ipynb"]
 
 
-@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("chapter", CHAPTERS + ZH_CHAPTERS, ids=_name)
 def test_release_carries_no_solution_and_no_hidden_test(course, chapter):
-    release = course / "release" / chapter.stem / chapter.name
-    chapter = course / "source" / chapter.stem / chapter.name  # the instructor version it was built from
+    name = _name(chapter)
+    release = course / "release" / name / f"{name}.ipynb"
+    chapter = course / "source" / name / f"{name}.ipynb"  # the instructor version it was built from
     cells = _cells(release)
     text = "\n".join(_source(c) for c in cells)
     for begin, end in BLOCKS:
@@ -232,21 +267,21 @@ def _marks(root: Path) -> dict:
 
 def test_marks_in_the_gradebook(term):
     marks = _marks(term["root"])
-    tests = {"test_fisher_vector_product", "test_conjugate_gradient"}
-    assert marks["ada"]["total"] == (2.0, 2.0), marks["ada"]
+    tests = {*SHORTCUT_TESTS, PREDICTION}  # one point each
+    assert marks["ada"]["total"] == (4.0, 4.0), marks["ada"]
     assert marks["ada"]["tests"] == dict.fromkeys(tests, 1.0)
-    assert marks["ben"]["total"] == (1.0, 2.0), marks["ben"]
-    assert marks["ben"]["tests"] == {"test_fisher_vector_product": 1.0, "test_conjugate_gradient": 0.0}
-    assert marks["cy"]["total"] == (0.0, 2.0), marks["cy"]
+    assert marks["ben"]["total"] == (3.0, 4.0), marks["ben"]
+    assert marks["ben"]["tests"] == {**dict.fromkeys(tests, 1.0), "test_conjugate_gradient": 0.0}
+    assert marks["cy"]["total"] == (0.0, 4.0), marks["cy"]
     assert marks["cy"]["tests"] == dict.fromkeys(tests, 0.0)
-    assert marks["dee"]["total"] == (0.0, 2.0), marks["dee"]
-    assert marks["dee"]["tests"] == dict.fromkeys(tests, 0.0)
+    assert marks["dee"]["total"] == (1.0, 4.0), marks["dee"]
+    assert marks["dee"]["tests"] == {**dict.fromkeys(SHORTCUT_TESTS, 0.0), PREDICTION: 1.0}
 
 
 def test_marks_in_nbgrader_export(term):
     rows = {row["student_id"]: row for row in csv.DictReader(term["csv"].open()) if row["assignment"] == CHAPTER}
     scores = {s: (float(rows[s]["score"]), float(rows[s]["max_score"])) for s in STUDENTS}
-    assert scores == {"ada": (2.0, 2.0), "ben": (1.0, 2.0), "cy": (0.0, 2.0), "dee": (0.0, 2.0)}
+    assert scores == {"ada": (4.0, 4.0), "ben": (3.0, 4.0), "cy": (0.0, 4.0), "dee": (1.0, 4.0)}
 
 
 def _feedback(root: Path, student: str) -> str:
@@ -257,22 +292,22 @@ def _feedback(root: Path, student: str) -> str:
 
 def test_feedback_names_the_failed_test(term):
     ben = _feedback(term["root"], "ben")
-    assert "Score: 1.0 / 2.0" in ben
+    assert "Score: 3.0 / 4.0" in ben
     # nbgrader's feedback page lists every graded cell with its points; ben's failed one with 0 and its error.
     assert re.search(r"test_conjugate_gradient.{0,300}?\(Score: 0\.0 / 1\.0\)", ben, flags=re.S), "the failed test is not named"
     assert "AssertionError" in ben and "Traceback (most recent call last)" in ben
     ada = _feedback(term["root"], "ada")
-    assert "Score: 2.0 / 2.0" in ada and "Traceback (most recent call last)" not in ada
+    assert "Score: 4.0 / 4.0" in ada and "Traceback (most recent call last)" not in ada
     cy = _feedback(term["root"], "cy")
-    assert "Score: 0.0 / 2.0" in cy and "NotImplementedError" in cy
+    assert "Score: 0.0 / 4.0" in cy and "NotImplementedError" in cy
 
 
 def test_feedback_says_why_the_package_shortcut_failed(term):
-    """dee called the package: each exercise 0, and the feedback names the refusal and the function refused."""
+    """dee called the package: each such exercise 0, and the feedback names the refusal and the function refused."""
     dee = _feedback(term["root"], "dee")
-    assert "Score: 0.0 / 2.0" in dee
+    assert "Score: 1.0 / 4.0" in dee
     text = re.sub(r"<[^>]+>", "", dee)  # the traceback is coloured with <span>s
-    for grade_id, refused in zip(("test_fisher_vector_product", "test_conjugate_gradient"), REFUSED):
+    for grade_id, refused in zip(SHORTCUT_TESTS, REFUSED):
         assert re.search(grade_id + r".{0,300}?\(Score: 0\.0 / 1\.0\)", dee, flags=re.S), f"{grade_id} is not named"
         assert "ShortcutRefused: this exercise asks you to write" in text and f"{refused} is switched off" in text, \
             f"dee's feedback does not say that {refused} was refused"
@@ -284,3 +319,66 @@ def test_solutions_and_hidden_tests_stay_with_the_teacher(term):
     root = term["root"]
     outbound = root / "exchange" / assignments.COURSE_ID / "outbound" / CHAPTER / f"{CHAPTER}.ipynb"
     assert outbound.read_text() == (root / "release" / CHAPTER / f"{CHAPTER}.ipynb").read_text()
+
+
+# ---------------------------------------------------------------- a Chinese chapter through a term
+
+# The Chinese chapter the class plays: the first of these that is released (cheapest in fast mode first; 04 is
+# the English term's chapter, about 11 s of CPU an autograde run).
+ZH_PLAY_ORDER = ("04_trpo", "00_notation", "02_policy_gradient", "01_value_learning", "03_actor_critic", "05_ppo",
+                 "06_dpo", "07_grpo", "08_rlhf")
+ZH_STUDENTS = ("ada", "cy")
+
+
+def _zh_chapter() -> Path | None:
+    released = {p.stem: p for p in ZH_CHAPTERS}
+    return next((released[stem] for stem in ZH_PLAY_ORDER if stem in released), None)
+
+
+@pytest.fixture(scope="module")
+def zh_term(course, tmp_path_factory):
+    """The Chinese chapter through a term: release, ada (the solutions) and cy (the untouched release) fetch
+    and submit, collect, autograde, feedback."""
+    chapter = _zh_chapter()
+    assert chapter is not None, f"no Chinese chapter with exercises is released: {[p.name for p in ZH_CHAPTERS]}"
+    name, exchange = _name(chapter), course / "exchange"
+    _run(["release_assignment", name], cwd=course)
+    assert (exchange / assignments.COURSE_ID / "outbound" / name / f"{name}.ipynb").exists()
+    instructor = course / "source" / name / f"{name}.ipynb"
+    for student in ZH_STUDENTS:
+        home = tmp_path_factory.mktemp(f"home_{student}_zh")
+        student_args = [f"--course={assignments.COURSE_ID}", f"--Exchange.root={exchange}"]
+        _run(["fetch_assignment", name, *student_args], cwd=home)
+        mine = home / name / f"{name}.ipynb"
+        assert mine.exists()
+        if student == "ada":
+            mine.write_text(json.dumps(_solved(mine, instructor, {}), indent=1, ensure_ascii=False))
+        _run(["submit", name, f"--student={student}", *student_args], cwd=home)
+    _run(["collect", name], cwd=course)
+    _run(["autograde", name], cwd=course)
+    _run(["generate_feedback", name], cwd=course)
+    points = {_grade_id(c): float(c["metadata"]["nbgrader"]["points"]) for c in _cells(instructor)
+              if c.get("metadata", {}).get("nbgrader", {}).get("grade")}
+    return {"root": course, "name": name, "points": points}
+
+
+def test_a_chinese_chapter_through_a_term(zh_term):
+    """ada's solutions: every test full marks; cy's untouched release: 0; ada's feedback is the Chinese text."""
+    from nbgrader.api import Gradebook
+
+    name, points = zh_term["name"], zh_term["points"]
+    assert points and name.startswith("zh_")
+    with Gradebook(f"sqlite:///{zh_term['root'] / 'gradebook.db'}") as gb:
+        marks = {student: gb.find_submission_notebook(name, name, student) for student in ZH_STUDENTS}
+        ada = {g.name: g.score for g in marks["ada"].grades}
+        totals = {student: (m.score, m.max_score) for student, m in marks.items()}
+        cy = {g.name: g.score for g in marks["cy"].grades}
+    full = sum(points.values())
+    assert totals == {"ada": (full, full), "cy": (0.0, full)}, totals
+    assert ada == points and cy == dict.fromkeys(points, 0.0), (ada, cy)
+    feedback = {s: (zh_term["root"] / "feedback" / s / name / f"{name}.html").read_text() for s in ZH_STUDENTS}
+    assert f"Score: {full} / {full}" in feedback["ada"] and "Traceback (most recent call last)" not in feedback["ada"]
+    assert f"Score: 0.0 / {full}" in feedback["cy"] and "NotImplementedError" in feedback["cy"]
+    chinese = re.findall(r"[\u4e00-\u9fff]", re.sub(r"<[^>]+>", "", feedback["ada"]))
+    assert len(chinese) > 200, f"{name}: ada's feedback page is not the Chinese chapter ({len(chinese)} Chinese characters)"
+    print(f"{name}: ada {totals['ada']}, cy {totals['cy']}; feedback with {len(chinese)} Chinese characters")

@@ -28,6 +28,13 @@ stand without the web), follows each chapter link of the index and finds on each
 no error output, and its formulas typeset by the KaTeX the site carries: as many as the notebook's
 Markdown holds, none shown as raw LaTeX; every request the browser made (pages, scripts, stylesheets,
 fonts) is a file of the site. A screenshot of a chapter's formulas: build/screenshots/site/07_grpo_math.png.
+The Chinese edition (notebooks/zh/, pages in build/site/zh/) is read the same way from build/site/zh/index.html:
+each Chinese chapter page is <html lang="zh-CN">, its figures and formulas are there, and its Chinese text is
+drawn with a font that has the glyphs (the font Chromium used for a paragraph, asked through the DevTools
+protocol, is a CJK font, and four different characters drawn on a canvas in the paragraph's font are four
+different pictures, not the same empty box); the language switch of every page leads to the same page of the
+other edition (the index of the other edition for a chapter not translated yet), both ways. Screenshots:
+build/screenshots/site/zh_index.png and zh_NN.png (zh_03.png: chapter 03 in Chinese).
 Every formula of the notebooks and of the glossary is also typeset by that KaTeX one by one, any error
 an error. Needs /usr/bin/chromium for the browser tests (see tests/test_browser.py;
 RLNOTES_REQUIRE_BROWSER=1 makes its absence fail).
@@ -164,6 +171,11 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(notebook, request):
 GLOSSARY = ROOT / "assets" / "glossary.md"
 KATEX = ROOT / "docs" / "site" / "vendor" / "katex"  # what the site typesets its formulas with
 MATH_SHOT = "07_grpo"  # the chapter whose formulas are photographed: build/screenshots/site/07_grpo_math.png
+ZH = ROOT / "notebooks" / "zh"  # the Chinese edition: pages in build/site/zh/
+ZH_NOTEBOOKS = sorted(ZH.glob("*.ipynb"))
+# Fonts that have the Chinese glyphs, as the DevTools protocol names the font a text was drawn with.
+CJK_FONT = re.compile(r"CJK|Source Han|PingFang|Hiragino|YaHei|WenQuanYi|Noto Sans SC|Noto Serif SC", re.I)
+CJK = re.compile(r"[\u3400-\u9fff]")
 
 # A formula as the course's Markdown writes it, $$...$$ or $...$, counted once code (fenced, or in backticks)
 # is taken out: independent of the Markdown parser that docs/site/build.py uses to find them.
@@ -252,11 +264,12 @@ def test_the_builder_marks_every_formula_of_the_markdown():
     """Each $...$ and $$...$$ of every Markdown cell (and of the glossary) is a formula the pages hand to KaTeX."""
     builder = _site_builder()
     missed = {}
-    for path in [*NOTEBOOKS, GLOSSARY]:
+    for path in [*NOTEBOOKS, *ZH_NOTEBOOKS, GLOSSARY]:
         for i, text in enumerate(_markdown(path)):
             found = builder.formulas(text)
             if len(found) != _formula_count(text):
-                missed[f"{path.name} markdown {i}"] = (len(found), _formula_count(text))
+                missed[f"{path.relative_to(ROOT / 'notebooks') if path.suffix == '.ipynb' else path.name} markdown {i}"] = (
+                    len(found), _formula_count(text))
             page = builder.markdown_to_html(text)
             assert page.count('class="rlnotes-math') == len(found), (path.name, i)
     assert not missed, f"formulas found by the builder, and written in the Markdown: {missed}"
@@ -273,13 +286,14 @@ _TYPESET_JS = """formulas => formulas.flatMap(([latex, display]) => {
 
 
 def test_katex_typesets_every_formula_of_the_notebooks():
-    """Every formula of the notebooks and of the glossary, typeset one by one by the site's KaTeX in Chromium: none
-    is an error, nor something KaTeX reads otherwise than LaTeX would (strict: 'error')."""
+    """Every formula of the notebooks (both editions) and of the glossary, typeset one by one by the site's KaTeX in
+    Chromium: none is an error, nor something KaTeX reads otherwise than LaTeX would (strict: 'error')."""
     _need_chromium()
     from playwright.sync_api import sync_playwright
 
     builder = _site_builder()
-    formulas = sorted({f for path in [*NOTEBOOKS, GLOSSARY] for text in _markdown(path) for f in builder.formulas(text)})
+    formulas = sorted({f for path in [*NOTEBOOKS, *ZH_NOTEBOOKS, GLOSSARY] for text in _markdown(path)
+                       for f in builder.formulas(text)})
     assert len(formulas) > 100, "the notebooks' formulas were not found"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
@@ -292,10 +306,55 @@ def test_katex_typesets_every_formula_of_the_notebooks():
     print(f"{len(formulas)} distinct formulas and {len(_CONSTRUCTS)} constructs typeset by KaTeX {builder.KATEX_VERSION}")
 
 
+def test_a_chinese_page_takes_the_outputs_of_the_english_execution_cell_by_cell():
+    """build.py's with_outputs_of: a Chinese notebook whose code cells are the English ones (source, order) gets
+    the English execution's outputs, execution counts and widget state; any other code cells get nothing."""
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    builder = _site_builder()
+    code = ["print('V =', 1.0)", "import torch\ntorch.tensor([2.0])"]
+    executed = new_notebook(cells=[new_markdown_cell("# 00 · Notation"), new_code_cell(code[0]),
+                                   new_markdown_cell("The value $V$."), new_code_cell(code[1])],
+                            metadata={"widgets": {"state": "of the English run"}})
+    executed.cells[1].outputs, executed.cells[1].execution_count = [new_output("stream", name="stdout", text="V = 1.0\n")], 1
+    executed.cells[3].outputs = [new_output("execute_result", data={"text/plain": "tensor([2.])"}, execution_count=2)]
+    executed.cells[3].execution_count = 2
+    record = {"rlnotes": {"translates": "c0", "source_sha256": "0" * 64}}
+    chinese = new_notebook(cells=[new_markdown_cell("# 00 · 符号", metadata=record), new_code_cell(code[0]),
+                                  new_markdown_cell("The value $V$.", metadata={"rlnotes": {"untranslated": True}}),
+                                  new_code_cell(code[1])])
+    assert builder.translated_cells(chinese) == (1, 1)
+    page = builder.with_outputs_of(chinese, executed)
+    assert [c.source for c in page.cells] == [c.source for c in chinese.cells]
+    assert [c.get("outputs") for c in page.cells] == [c.get("outputs") for c in executed.cells]
+    assert [c.get("execution_count") for c in page.cells if c.cell_type == "code"] == [1, 2]
+    assert page.metadata["widgets"] == executed.metadata["widgets"] and not chinese.cells[1].outputs  # a copy
+    changed = builder.copy.deepcopy(chinese)
+    changed.cells[3].source = "torch.tensor([3.0])"
+    assert builder.with_outputs_of(changed, executed) is None
+    changed.cells = chinese.cells[:2]
+    assert builder.with_outputs_of(changed, executed) is None
+
+
 @pytest.fixture(scope="module")
 def chapters(request) -> list[Path]:
-    """The chapters the site is built and read for: those nbval runs in this pytest run, else all."""
-    return _nbval_notebooks(request.session) or NOTEBOOKS
+    """The English chapters the site is built and read for: those nbval runs in this pytest run (a Chinese
+    notebook, notebooks/zh/NN_name.ipynb, stands for its English chapter), else all."""
+    ran = sorted({ROOT / "notebooks" / p.name for p in _nbval_notebooks(request.session)})
+    return [p for p in NOTEBOOKS if p in ran] or NOTEBOOKS
+
+
+def _translated(path: Path) -> bool:
+    """A Chinese notebook with at least one Markdown cell translated (tools/zh.py's record in the cell's metadata)."""
+    records = [c.metadata.get("rlnotes", {}) for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"]
+    return any(r.get("translates") and not r.get("untranslated") for r in records)
+
+
+@pytest.fixture(scope="module")
+def chinese(chapters) -> list[Path]:
+    """The Chinese chapters the site has a page for: those of `chapters` with a notebooks/zh/ notebook, translated
+    in part at least."""
+    return [ZH / p.name for p in chapters if (ZH / p.name).exists() and _translated(ZH / p.name)]
 
 
 @pytest.fixture(scope="module")
@@ -318,16 +377,59 @@ def test_every_chapter_has_a_page_and_the_index_links_it(site, chapters):
     assert linked == {p.stem for p in chapters}
 
 
-def test_pages_point_nowhere_in_the_repository(site, chapters):
+def test_every_chinese_chapter_has_a_page_and_the_chinese_index_links_it(site, chapters, chinese):
+    """build/site/zh/: a page for each Chinese chapter, <html lang="zh-CN">; the Chinese index links each of them,
+    and each English chapter without a Chinese page to its English page."""
+    assert (site / "zh" / "index.html").exists() and (site / "zh" / "glossary.html").exists()
+    for path in chinese:
+        page = (site / "zh" / f"{path.stem}.html").read_text()
+        assert re.search(r'<html lang="zh-CN"', page), f"zh/{path.stem}.html is not marked as Chinese"
+        assert '"../katex/katex.min.js"' in page and "Noto Sans CJK SC" in page
+    index = (site / "zh" / "index.html").read_text()
+    assert re.search(r'<html lang="zh-CN"', index)
+    assert set(re.findall(r'<a href="([\w.-]+)\.html">', index)) - {"glossary"} == {p.stem for p in chinese}
+    english = set(re.findall(r'<a class="rlnotes-english" href="\.\./([\w.-]+)\.html"', index))
+    assert english == {p.stem for p in chapters} - {p.stem for p in chinese}
+
+
+def _switch(page: str) -> str:
+    """The href of a page's language switch (its one <a class="rlnotes-lang">)."""
+    found = re.findall(r'<a class="rlnotes-lang" href="([^"]+)"', page)
+    assert len(found) == 1, f"{len(found)} language switches"
+    return found[0]
+
+
+def test_every_page_switches_to_the_same_page_of_the_other_edition(site, chapters, chinese):
+    """English ⇄ 中文 on every page: a chapter to the same chapter (or to the other index when it has no Chinese
+    page yet), the index to the index, the glossary to the glossary."""
+    translated = {p.stem for p in chinese}
     for path in chapters:
-        page = (site / f"{path.stem}.html").read_text()
-        assert ".ipynb\"" not in page and "assets/glossary.md" not in page
+        expected = f"zh/{path.stem}.html" if path.stem in translated else "zh/index.html"
+        assert _switch((site / f"{path.stem}.html").read_text()) == expected, path.stem
+    for path in chinese:
+        assert _switch((site / "zh" / f"{path.stem}.html").read_text()) == f"../{path.stem}.html", path.stem
+    assert _switch((site / "index.html").read_text()) == "zh/index.html"
+    assert _switch((site / "zh" / "index.html").read_text()) == "../index.html"
+    assert _switch((site / "glossary.html").read_text()) == "zh/glossary.html"
+    assert _switch((site / "zh" / "glossary.html").read_text()) == "../glossary.html"
 
 
-def test_pages_load_nothing_from_the_web(site, chapters):
+def _pages(chapters, chinese) -> list[str]:
+    """Every page of the site, as paths below build/site without .html."""
+    return ([p.stem for p in chapters] + ["index", "glossary"]
+            + [f"zh/{p.stem}" for p in chinese] + ["zh/index", "zh/glossary"])
+
+
+def test_pages_point_nowhere_in_the_repository(site, chapters, chinese):
+    for name in [p.stem for p in chapters] + [f"zh/{p.stem}" for p in chinese]:
+        page = (site / f"{name}.html").read_text()
+        assert ".ipynb\"" not in page and "assets/glossary.md" not in page, name
+
+
+def test_pages_load_nothing_from_the_web(site, chapters, chinese):
     """No script, stylesheet, image, frame, module import or CSS url() of a page names another host (the
     browser test below sees what is requested; this sees also what a page would load only in some cases)."""
-    for name in [p.stem for p in chapters] + ["index", "glossary"]:
+    for name in _pages(chapters, chinese):
         page = (site / f"{name}.html").read_text()
         loads = (re.findall(r'<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)="([^"]*)"', page)
                  + re.findall(r"""\bimport\(\s*["']([^"']+)""", page)
@@ -456,3 +558,137 @@ def test_a_reader_follows_every_chapter_link(site, chapters):
         assert seen[MATH_SHOT]["shown"] >= 1
         print(f"{len(requested)} requests, every one a file of the site; formulas of {MATH_SHOT}: "
               f"{SHOTS / (MATH_SHOT + '_math.png')}")
+
+
+# The Chinese text of a page as it is drawn: the first paragraph (or list item) of a Markdown cell with Chinese
+# text of its own is marked for the DevTools protocol (which font drew it), and four different characters of it
+# are drawn on a canvas in its font: a missing font draws each as the same empty box.
+_CJK_JS = """() => {
+    const cjk = /[\\u4e00-\\u9fff]/g;
+    const own = e => [...e.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent).join('');
+    const probe = [...document.querySelectorAll('.jp-RenderedMarkdown p, .jp-RenderedMarkdown li')]
+        .find(e => (own(e).match(cjk) || []).length >= 4);
+    if (!probe) return {found: false};
+    probe.setAttribute('data-rlnotes-cjk-probe', '');
+    const style = getComputedStyle(probe);
+    const chars = [...new Set(own(probe).match(cjk))].slice(0, 4);
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = 64;
+    const context = canvas.getContext('2d', {willReadFrequently: true});
+    context.font = '48px ' + style.fontFamily;
+    const pictures = chars.map(c => {
+        context.clearRect(0, 0, 64, 64);
+        context.fillText(c, 4, 52);
+        const alpha = [...context.getImageData(0, 0, 64, 64).data].filter((_, i) => i % 4 === 3);
+        return {ink: alpha.filter(a => a > 0).length, picture: alpha.join(',')};
+    });
+    return {found: true, text: own(probe).trim().slice(0, 60), fontFamily: style.fontFamily, chars: chars.join(''),
+            ink: pictures.map(p => p.ink), distinct: new Set(pictures.map(p => p.picture)).size,
+            width: context.measureText(chars.join('')).width, box: probe.getBoundingClientRect().width};
+}"""
+
+
+def _platform_fonts(page, selector: str) -> list[dict]:
+    """The fonts Chromium drew the text of `selector`'s element with (DevTools protocol, CSS.getPlatformFontsForNode)."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        cdp.send("DOM.enable")
+        cdp.send("CSS.enable")
+        root = cdp.send("DOM.getDocument")["root"]["nodeId"]
+        node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+        return cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+    finally:
+        cdp.detach()
+
+
+def _switch_and_back(page, there: str, back: str) -> tuple[str, str]:
+    """Click the language switch, then the other page's switch: the two pages' <html lang>."""
+    page.locator("a.rlnotes-lang").click()
+    page.wait_for_url(there)
+    page.wait_for_load_state("load")
+    lang_there = page.evaluate("document.documentElement.lang")
+    page.locator("a.rlnotes-lang").click()
+    page.wait_for_url(back)
+    page.wait_for_load_state("load")
+    return lang_there, page.evaluate("document.documentElement.lang")
+
+
+def test_a_chinese_reader_reads_the_chinese_edition_and_switches_language(site, chapters, chinese):
+    """From build/site/zh/index.html, offline: each Chinese chapter page, its Chinese text drawn with a CJK font,
+    its figures and formulas; the language switch of each page, there and back; the Chinese glossary."""
+    _need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    seen, requested, off_machine, switched = {}, [], [], {}
+    zh_index, en_index = (site / "zh" / "index.html").as_uri(), (site / "index.html").as_uri()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.on("request", lambda request: requested.append(request.url))
+
+        def refuse(route):
+            off_machine.append(route.request.url)
+            route.abort()
+
+        page.route(re.compile(r"^(?!file:)"), refuse)
+        page.goto(zh_index, wait_until="load")
+        page.evaluate("document.fonts.ready.then(() => true)")
+        page.screenshot(path=str(SHOTS / "zh_index.png"))
+        index_lang = page.evaluate("document.documentElement.lang")
+        links = page.locator("table a:not(.rlnotes-english)")
+        names = [links.nth(i).inner_text().strip() for i in range(links.count())]
+        assert sorted(names) == [p.stem for p in chinese]
+        for name in names:
+            page.locator("table a:not(.rlnotes-english)", has_text=name).click()
+            page.wait_for_url((site / "zh" / f"{name}.html").as_uri())
+            page.wait_for_load_state("load")
+            seen[name] = page.evaluate(_PAGE_JS) | {"math": _read_formulas(page, ".jp-MarkdownCell"),
+                                                    "lang": page.evaluate("document.documentElement.lang"),
+                                                    "cjk": page.evaluate(_CJK_JS)}
+            if seen[name]["cjk"]["found"]:
+                seen[name]["fonts"] = _platform_fonts(page, "[data-rlnotes-cjk-probe]")
+            page.screenshot(path=str(SHOTS / f"zh_{name[:2]}.png"))
+            switched[name] = _switch_and_back(page, (site / f"{name}.html").as_uri(), (site / "zh" / f"{name}.html").as_uri())
+            page.goto(zh_index, wait_until="load")
+        for path in [p for p in chapters if p.name not in {c.name for c in chinese}][:1]:
+            # an English chapter without a Chinese page: its switch leads to the Chinese index
+            page.goto((site / f"{path.stem}.html").as_uri(), wait_until="load")
+            page.locator("a.rlnotes-lang").click()
+            page.wait_for_url(zh_index)
+            switched["untranslated " + path.stem] = ("zh-CN", page.evaluate("document.documentElement.lang"))
+        page.goto(zh_index, wait_until="load")
+        switched["index"] = _switch_and_back(page, en_index, zh_index)
+        page.locator("a", has_text="术语表").first.click()
+        page.wait_for_url((site / "zh" / "glossary.html").as_uri())
+        page.wait_for_load_state("load")
+        glossary = _read_formulas(page, "body")
+        switched["glossary"] = _switch_and_back(page, (site / "glossary.html").as_uri(), (site / "zh" / "glossary.html").as_uri())
+        browser.close()
+    assert not off_machine, f"requests off the machine: {off_machine[:5]}"
+    elsewhere = [url for url in requested if not url.startswith("file://")]
+    assert not elsewhere, f"requests not for a file of the site: {elsewhere[:5]}"
+    assert index_lang == "zh-CN"
+    _check_formulas("zh/glossary", glossary, _formula_count(GLOSSARY.read_text()))
+    for name, langs in switched.items():
+        assert langs == ("en", "zh-CN") or (name.startswith("untranslated") and langs == ("zh-CN", "zh-CN")), (name, langs)
+
+    for path in chinese:
+        info = seen[path.stem]
+        assert info["lang"] == "zh-CN", path.stem
+        assert info["h1"].startswith(path.stem[:2]) and CJK.search(info["h1"]), (path.stem, info["h1"])
+        assert info["figures"] >= 1, f"zh/{path.stem}: no figure on its page"
+        assert not info["broken"], f"zh/{path.stem}: images that do not load: {info['broken'][:3]}"
+        assert not info["stderr"], f"zh/{path.stem}: error output on its page: {info['stderr'][:2]}"
+        if _has_widget(path):
+            assert info["notes"] >= 1 and info["noteAfterPicture"] >= 1, f"zh/{path.stem}: the widget's picture is missing"
+            assert info["movesInJupyterLab"]
+        _check_formulas(f"zh/{path.stem}", info["math"], sum(_formula_count(text) for text in _markdown(path)))
+        cjk = info["cjk"]
+        assert cjk["found"], f"zh/{path.stem}: no paragraph of Chinese text"
+        drawn_by = [f for f in info["fonts"] if CJK_FONT.search(f["familyName"]) and f["glyphCount"] > 0]
+        assert drawn_by, f"zh/{path.stem}: '{cjk['text']}' is drawn with {info['fonts']}, none a CJK font"
+        assert len(cjk["chars"]) == 4 and cjk["distinct"] == 4 and min(cjk["ink"]) > 0 and cjk["width"] > 0, \
+            f"zh/{path.stem}: {cjk['chars']} drawn as boxes or nothing: {cjk}"
+        print(f"zh/{path.stem}: {info['math']['formulas']} formulas typeset; '{cjk['text'][:20]}…' drawn with "
+              f"{', '.join(sorted({f['familyName'] for f in drawn_by}))}; screenshot {SHOTS / ('zh_' + path.stem[:2] + '.png')}")

@@ -22,6 +22,19 @@ says where it comes from). nbconvert's default template would load MathJax 2 and
 at view time: the pages here load neither (require.js serves widget JavaScript, which a static page
 does not run), nor any other script or stylesheet from the web.
 
+Two editions: the English chapters (notebooks/*.ipynb) at <out>/NN_name.html, and the Chinese ones
+(notebooks/zh/NN_name.ipynb, issue 26) at <out>/zh/NN_name.html, with <out>/zh/index.html (README.zh.md's
+chapter table) and <out>/zh/glossary.html. A Chinese chapter is on the site once one of its Markdown cells is
+translated (a cell tools/zh.py has not translated yet keeps its English, and the page says how many do). Its
+code cells are the English chapter's, byte for byte (tests/test_zh.py), so its page takes the outputs of the
+English chapter's execution cell by cell instead of executing it again; only a Chinese notebook whose code
+cells differ from today's English ones (a translation not yet synced) is executed itself, as
+<out>/executed/zh.NN_name.<key>.ipynb (the name notebooks/conftest.py gives the copies of a translation).
+The Chinese pages are <html lang="zh-CN"> with a CJK font stack (Noto Sans CJK SC, Source Han Sans, PingFang,
+Microsoft YaHei, ...). Every page carries a language switch (<a class="rlnotes-lang">, English ⇄ 中文) to the
+same page of the other edition: the same chapter, or the other edition's index when that chapter has no
+Chinese page yet; the index and the glossary to their counterparts.
+
 Executed notebooks are kept in <out>/executed/, named by a hash of the notebook, of the rlnotes
 sources and of the mode: a second build re-executes only what changed (--no-cache: everything).
 A notebook with a failing cell fails the build. Needs only what `pip install -e .` brings (nbclient and
@@ -58,8 +71,32 @@ KATEX = Path(__file__).resolve().parent / "vendor" / "katex"  # copied to <out>/
 KATEX_VERSION = "0.19.1"  # docs/site/vendor/README.md
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-WIDGET_NOTE = ("An interactive widget: on this static page it shows the last picture it drew ({values}). "
-               "Its sliders move in JupyterLab: <code>make lab</code>, then run the notebook.")
+ZH = NOTEBOOKS / "zh"  # the Chinese edition: notebooks/zh/NN_name.ipynb, pages in <out>/zh/
+
+# What a page says in each edition ("en": the site's root folder, "zh": <out>/zh/).
+TEXT = {
+    "en": {
+        "lang": "en", "home": "rlnotes: the course", "switch": "中文", "switch_lang": "zh-CN",
+        "nav": "this page was executed in fast mode; widgets show their last picture and move in JupyterLab "
+               "(<code>make lab</code>)",
+        "widget": "An interactive widget: on this static page it shows the last picture it drew ({values}). "
+                  "Its sliders move in JupyterLab: <code>make lab</code>, then run the notebook.",
+        "widget_default": "its default settings",
+        "widget_none": "An interactive widget, which a static page cannot show. It runs in JupyterLab: "
+                       "<code>make lab</code>, then run the notebook.",
+        "untranslated": "",
+    },
+    "zh": {
+        "lang": "zh-CN", "home": "rlnotes：课程（中文版）", "switch": "English", "switch_lang": "en",
+        "nav": "本页以快速模式执行；小部件显示它画的最后一张图，滑块在 JupyterLab 中可以拖动（<code>make lab</code>）",
+        "widget": "交互小部件：静态页面上显示的是它画的最后一张图（{values}）。"
+                  "它的滑块在 JupyterLab 中可以拖动：<code>make lab</code>，然后运行本笔记本。",
+        "widget_default": "默认设置",
+        "widget_none": "交互小部件，静态页面无法显示。它在 JupyterLab 中运行：<code>make lab</code>，然后运行本笔记本。",
+        "untranslated": "本章还有 {n} 个段落尚未译成中文，暂以英文显示。",
+    },
+}
+WIDGET_NOTE = TEXT["en"]["widget"]
 
 
 # ---------------------------------------------------------------- execution
@@ -90,12 +127,20 @@ def execute_one(source: Path, target: Path, timeout: int) -> None:
     target.with_suffix(".partial.ipynb").replace(target)
 
 
+def copy_stem(notebook: Path) -> str:
+    """The executed copy's name: the stem, prefixed with its edition's folder for a translation ("zh.04_trpo"),
+    as notebooks/conftest.py names the copies nbval writes."""
+    notebook = Path(notebook).resolve()
+    return notebook.stem if notebook.parent == NOTEBOOKS else f"{notebook.parent.name}.{notebook.stem}"
+
+
 def execute(notebook: Path, cache: Path, mode: str, timeout: int, use_cache: bool) -> tuple[Path, float, bool]:
     """The executed copy of `notebook` (from the cache when it is current); (path, seconds, reused)."""
-    target = cache / f"{notebook.stem}.{source_key(notebook, mode)}.ipynb"
+    stem = copy_stem(notebook)
+    target = cache / f"{stem}.{source_key(notebook, mode)}.ipynb"
     if use_cache and target.exists():
         return target, 0.0, True
-    for stale in cache.glob(f"{notebook.stem}.*.ipynb"):
+    for stale in cache.glob(f"{stem}.*.ipynb"):
         stale.unlink()
     env = dict(os.environ, RLNOTES_FAST="1" if mode == "fast" else "0", PYDEVD_DISABLE_FILE_VALIDATION="1")
     env.pop("MPLBACKEND", None)  # the kernel's inline backend: figures become PNG outputs
@@ -107,6 +152,37 @@ def execute(notebook: Path, cache: Path, mode: str, timeout: int, use_cache: boo
         tail = "\n".join(done.stderr.strip().splitlines()[-25:])
         raise RuntimeError(f"{notebook.name} failed to execute (partial copy in {cache}):\n{tail}")
     return target, time.perf_counter() - start, False
+
+
+def translated_cells(nb) -> tuple[int, int]:
+    """(translated, untranslated) Markdown cells of a Chinese notebook, as tools/zh.py records them in each
+    cell's metadata ("rlnotes": {"translates": <English cell id>, ...}, "untranslated": true until it is)."""
+    done = left = 0
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            record = cell.get("metadata", {}).get("rlnotes", {})
+            if record.get("translates") and not record.get("untranslated"):
+                done += 1
+            else:
+                left += 1
+    return done, left
+
+
+def with_outputs_of(translation, executed):
+    """The translation with the outputs of `executed` (the English chapter's executed copy), code cell by code
+    cell, and its widgets' state; None when the code cells are not the same (count, order, source)."""
+    mine = [c for c in translation.cells if c.cell_type == "code"]
+    theirs = [c for c in executed.cells if c.cell_type == "code"]
+    if len(mine) != len(theirs) or any(a.source != b.source for a, b in zip(mine, theirs)):
+        return None
+    nb = copy.deepcopy(translation)
+    for cell, source in zip([c for c in nb.cells if c.cell_type == "code"], theirs):
+        cell.outputs = copy.deepcopy(source.get("outputs", []))
+        cell.execution_count = source.get("execution_count")
+    for key in ("widgets", "language_info"):
+        if key in executed.metadata:
+            nb.metadata[key] = copy.deepcopy(executed.metadata[key])
+    return nb
 
 
 # ---------------------------------------------------------------- widgets on a static page
@@ -135,7 +211,7 @@ def _image_png(model: dict) -> str | None:
     return None
 
 
-def static_widget_output(output, models: dict):
+def static_widget_output(output, models: dict, lang: str = "en"):
     """A widget output as the static page shows it: outputs (nbformat nodes) replacing it."""
     import nbformat
 
@@ -148,19 +224,18 @@ def static_widget_output(output, models: dict):
         return [nbformat.v4.new_output("stream", name="stdout", text=text.replace("\xa0", " ").strip() + "\n")]
     values = ", ".join(f"{m['state'].get('description', '')} = {m['state'].get('value'):.3g}" for m in tree
                        if m.get("model_name", "").endswith("SliderModel") and isinstance(m["state"].get("value"), (int, float)))
-    note = WIDGET_NOTE.format(values=values or "its default settings")
+    note = TEXT[lang]["widget"].format(values=values or TEXT[lang]["widget_default"])
     pictures = [png for m in tree if m.get("model_name") == "ImageModel" for png in [_image_png(m)] if png]
     outputs = [nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<widget picture>"})
                for png in pictures]
     if not pictures:
-        note = ("An interactive widget, which a static page cannot show. It runs in JupyterLab: "
-                "<code>make lab</code>, then run the notebook.")
+        note = TEXT[lang]["widget_none"]
     outputs.append(nbformat.v4.new_output("display_data", data={
         "text/html": f'<p class="rlnotes-widget-note"><em>{note}</em></p>', "text/plain": "(widget)"}))
     return outputs
 
 
-def make_static(nb):
+def make_static(nb, lang: str = "en"):
     """Replace every widget output by its static form; drop the widget state (no widget JavaScript)."""
     nb = copy.deepcopy(nb)
     models = _models(nb)
@@ -170,7 +245,7 @@ def make_static(nb):
         outputs = []
         for output in cell.get("outputs", []):
             if WIDGET_VIEW in output.get("data", {}):
-                outputs += static_widget_output(output, models)
+                outputs += static_widget_output(output, models, lang)
             else:
                 outputs.append(output)
         cell.outputs = outputs
@@ -181,12 +256,12 @@ def make_static(nb):
 # ---------------------------------------------------------------- formulas
 
 
-# In every page's <head>: KaTeX from the site's own folder, and the script that typesets each formula the
+# In every page's <head> (math_head): KaTeX from the site's own folder, and the script that typesets each formula the
 # Markdown renderer marked. A formula KaTeX cannot read is shown as its LaTeX in red (throwOnError false);
 # the tests typeset every formula of the notebooks with throwOnError true. <html data-rlnotes-math> says
 # when it is done ("typeset", or "missing" without KaTeX: the LaTeX then stays as the formula's text).
-MATH_HEAD = """<link rel="stylesheet" href="katex/katex.min.css">
-<script defer src="katex/katex.min.js"></script>
+MATH_HEAD = """<link rel="stylesheet" href="{root}katex/katex.min.css">
+<script defer src="{root}katex/katex.min.js"></script>
 <script>
 document.addEventListener("DOMContentLoaded", function () {
   var katex = window.katex;
@@ -199,6 +274,11 @@ document.addEventListener("DOMContentLoaded", function () {
   document.documentElement.setAttribute("data-rlnotes-math", katex ? "typeset" : "missing");
 });
 </script>"""
+
+
+def math_head(root: str = "") -> str:
+    """MATH_HEAD for a page `root` below the site's folder ("" for the English pages, "../" for <out>/zh/)."""
+    return MATH_HEAD.replace("{root}", root)
 
 
 @functools.cache
@@ -245,7 +325,7 @@ def _math_classes():
         "{%- extends 'index.html.j2' -%}",
         "{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}",
         "{% block jupyter_widgets %}{% endblock jupyter_widgets %}",
-        "{%- block html_head_js_mathjax -%}" + MATH_HEAD + "{%- endblock html_head_js_mathjax -%}",
+        "{%- block html_head_js_mathjax -%}" + math_head() + "{%- endblock html_head_js_mathjax -%}",
         "{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}",
     ])
     MathExporter.site_loader = DictLoader({"rlnotes-site.html.j2": template})
@@ -280,40 +360,93 @@ body.rlnotes-index { font-family: system-ui, sans-serif; max-width: 60rem; margi
   vertical-align: top; }
 .rlnotes-index code { background: #f4f4f4; padding: 0 .2rem; }
 .rlnotes-nav { font-family: system-ui, sans-serif; padding: .5rem 1rem; border-bottom: 1px solid #ddd; }
+.rlnotes-lang { float: right; margin-left: 1rem; font-weight: bold; }
+.rlnotes-untranslated { color: #8a5a00; }
 .rlnotes-widget-note { color: #555; }
 </style>"""
 
+# The Chinese pages (<html lang="zh-CN">): fonts that cover Chinese on each system, before the generic
+# families: Noto Sans CJK / Source Han Sans (Linux: Debian's fonts-noto-cjk, which .ci/run installs),
+# PingFang and Hiragino (macOS), Microsoft YaHei (Windows), WenQuanYi (older Linux). Latin text keeps the
+# system's UI font; JupyterLab's own variables, which the chapter pages' styles use, are set to this stack.
+CJK_FONTS = ('"Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", '
+             '"WenQuanYi Micro Hei", "Noto Sans SC"')
+CJK_SANS = f'system-ui, -apple-system, "Segoe UI", {CJK_FONTS}, sans-serif'
+STYLE_ZH = f"""<style>
+:root {{
+  --jp-ui-font-family: {CJK_SANS};
+  --jp-content-font-family: {CJK_SANS};
+  --jp-code-font-family: menlo, consolas, "DejaVu Sans Mono", "Noto Sans Mono CJK SC", {CJK_FONTS}, monospace;
+}}
+body.rlnotes-index, .rlnotes-nav {{ font-family: {CJK_SANS}; }}
+</style>"""
 
-def _rewrite_links(page: str, stems: set[str]) -> str:
-    page = re.sub(r'href="(?:\.\./)?assets/glossary\.md"', 'href="glossary.html"', page)
-    page = re.sub(r'href="\.\./assets/', 'href="assets/', page)
+
+def _root(lang: str) -> str:
+    """The way from a page of this edition up to the site's folder."""
+    return "" if lang == "en" else "../"
+
+
+def _style(lang: str) -> str:
+    return STYLE if lang == "en" else STYLE + "\n" + STYLE_ZH
+
+
+def language_switch(lang: str, href: str) -> str:
+    """The link from a page of edition `lang` to the same page of the other edition (English ⇄ 中文)."""
+    other = TEXT[lang]["switch_lang"]
+    return f'<a class="rlnotes-lang" href="{href}" hreflang="{other}" lang="{other}">{TEXT[lang]["switch"]}</a>'
+
+
+def _rewrite_links(page: str, stems: set[str], lang: str = "en", english: set[str] | None = None) -> str:
+    """Links to notebooks and assets made links of the site. `stems`: this edition's chapter pages; for a
+    Chinese page, `english`: the English ones, where a chapter without a Chinese page is read."""
+    root = _root(lang)
+    page = re.sub(r'href="(?:\.\./)*assets/glossary\.md"', 'href="glossary.html"', page)
+    page = re.sub(r'href="(?:\.\./)+assets/', f'href="{root}assets/', page)
 
     def chapter(match):
-        stem = match.group(1)
-        return f'href="{stem}.html{match.group(2) or ""}"' if stem in stems else match.group(0)
+        stem, anchor = match.group(1), match.group(2) or ""
+        if stem in stems:
+            return f'href="{stem}.html{anchor}"'
+        if lang != "en" and stem in (english or set()):
+            return f'href="../{stem}.html{anchor}"'
+        return match.group(0)
 
-    return re.sub(r'href="(?:\.\./notebooks/|notebooks/)?([\w.-]+)\.ipynb(#[^"]*)?"', chapter, page)
+    return re.sub(r'href="(?:\.\./notebooks/|notebooks/|\.\./)?([\w.-]+)\.ipynb(#[^"]*)?"', chapter, page)
 
 
-def render(nb, title: str, stems: set[str]) -> str:
+def render(nb, title: str, stems: set[str], lang: str = "en", switch: str | None = None,
+           english: set[str] | None = None, untranslated: int = 0) -> str:
+    """A chapter page. `switch`: the other edition's page for the language switch; `untranslated`: the
+    Markdown cells of a Chinese chapter still in English (the page says how many)."""
     _, exporter_class = _math_classes()
     exporter = exporter_class(template_name="lab", template_file="rlnotes-site.html.j2", embed_images=True,
                               extra_loaders=[exporter_class.site_loader])
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title, "path": str(NOTEBOOKS)}})
-    nav = ('<nav class="rlnotes-nav"><a href="index.html">rlnotes: the course</a> · this page was executed in '
-           'fast mode; widgets show their last picture and move in JupyterLab (<code>make lab</code>)</nav>')
-    body = body.replace("</head>", STYLE + "\n</head>", 1)
-    body = re.sub(r"(<body[^>]*>)", r"\1\n" + nav.replace("\\", "\\\\"), body, count=1)
-    return _rewrite_links(body, stems)
+    folder = NOTEBOOKS if lang == "en" else NOTEBOOKS / lang
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title, "path": str(folder)}})
+    text = TEXT[lang]
+    note = (f' · <span class="rlnotes-untranslated">{text["untranslated"].format(n=untranslated)}</span>'
+            if untranslated else "")
+    nav = (f'<nav class="rlnotes-nav">{language_switch(lang, switch) if switch else ""}'
+           f'<a href="index.html">{text["home"]}</a> · {text["nav"]}{note}</nav>')
+    body = re.sub(r"<html[^>]*>", f'<html lang="{text["lang"]}">', body, count=1)
+    if lang != "en":  # KaTeX is in the site's folder, one up
+        body = body.replace('href="katex/', f'href="{_root(lang)}katex/').replace('src="katex/', f'src="{_root(lang)}katex/')
+    body = body.replace("</head>", _style(lang) + "\n</head>", 1)
+    body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + "\n" + nav, body, count=1)
+    return _rewrite_links(body, stems, lang, english)
 
 
-def chapter_table(readme: str) -> tuple[list[str], list[tuple[list[str], list[str]]]]:
-    """The README's course table: its headers, and for each row ([notebook stems], [the other cells])."""
-    section = readme.split("## The course", 1)[1].split("\n## ", 1)[0]
+def chapter_table(readme: str, heading: str = "The course") -> tuple[list[str], list[tuple[list[str], list[str]]]]:
+    """The README's course table (under `## <heading>`): its headers, and for each row ([notebook stems], [the other cells])."""
+    parts = re.split(rf"^## {re.escape(heading)}[ \t]*$", readme, maxsplit=1, flags=re.M)
+    if len(parts) < 2:
+        raise ValueError(f"README: no section '## {heading}'")
+    section = parts[1].split("\n## ", 1)[0]
     lines = [line.strip() for line in section.splitlines() if line.strip().startswith("|")]
     split = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     if not split:
-        raise ValueError("README.md: no table under '## The course'")
+        raise ValueError(f"README: no table under '## {heading}'")
     headers, rows = split[0], []
     for cells in split[1:]:
         if all(set(c) <= set("-: ") for c in cells):  # the |---|---| line
@@ -327,23 +460,58 @@ def _inline_markdown(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
 
 
-def index_page(readme: str, stems: set[str]) -> str:
-    intro = readme.split("\n## ", 1)[0].split("\n", 1)[1].strip()
-    headers, table = chapter_table(readme)
+# Each edition's index: its README, the heading of the chapter table there, and what the index says.
+INDEX = {
+    "en": {"readme": "README.md", "heading": "The course", "title": "rlnotes: the course",
+           "about": "Each chapter below is a notebook executed in fast mode (<code>RLNOTES_FAST=1</code>, shorter "
+                    "training runs than a learner's) and rendered as a page. The widgets show their last picture here; "
+                    "their sliders move in JupyterLab (<code>make lab</code>). Terms in Chinese and English: "
+                    '<a href="glossary.html">glossary</a>.'},
+    "zh": {"readme": "README.zh.md", "heading": "课程", "title": "rlnotes：课程（中文版）",
+           "about": "下面每一章都是以快速模式（<code>RLNOTES_FAST=1</code>，训练步数比学习者运行的少）执行的笔记本，"
+                    "渲染成一个页面。小部件在这里显示它画的最后一张图；滑块在 JupyterLab 中可以拖动"
+                    "（<code>make lab</code>）。中英术语对照：<a href=\"glossary.html\">术语表</a>。"
+                    "还没有中文版的章节，链接到英文版。",
+           "english": "英文版"},
+}
+
+
+def _intro(readme: str) -> str:
+    """The README's paragraphs before its first section, less those that point to the other README (the
+    language switch does that on the site)."""
+    head = readme.split("\n## ", 1)[0].split("\n", 1)[1].strip()
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", head) if p.strip()]
+    # A line break between two Chinese characters is no space (in HTML it would be one).
+    paragraphs = [re.sub(r"(?<=[^\x00-\xff])\n(?=[^\x00-\xff])", "", p) for p in paragraphs]
+    return "\n".join(f"<p>{_inline_markdown(p)}</p>" for p in paragraphs if not re.search(r"\]\(README(?:\.\w+)?\.md\)", p))
+
+
+def index_page(readme: str, stems: set[str], lang: str = "en", switch: str | None = None,
+               english: set[str] | None = None) -> str:
+    """An edition's index: the README's chapter table, each chapter with a page a link. On the Chinese index,
+    a chapter without a Chinese page links to its English page (class rlnotes-english)."""
+    text = INDEX[lang]
+    headers, table = chapter_table(readme, text["heading"])
     rows = []
     for names, others in table:
-        links = " · ".join(f'<a href="{n}.html">{html.escape(n)}</a>' if n in stems else f"<code>{html.escape(n)}</code>"
-                           for n in names)
-        rows.append(f"<tr><td>{links}</td>" + "".join(f"<td>{_inline_markdown(c)}</td>" for c in others) + "</tr>")
+        def link(n):
+            if n in stems:
+                return f'<a href="{n}.html">{html.escape(n)}</a>'
+            if lang != "en" and n in (english or set()):
+                return (f'<code>{html.escape(n)}</code> <a class="rlnotes-english" href="../{n}.html" hreflang="en">'
+                        f'（{text["english"]}）</a>')
+            return f"<code>{html.escape(n)}</code>"
+
+        rows.append(f"<tr><td>{' · '.join(link(n) for n in names)}</td>"
+                    + "".join(f"<td>{_inline_markdown(c)}</td>" for c in others) + "</tr>")
     head = "".join(f"<th>{_inline_markdown(h)}</th>" for h in headers)
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>rlnotes: the course</title>{STYLE}</head>
+<html lang="{TEXT[lang]['lang']}"><head><meta charset="utf-8"><title>{text['title']}</title>{_style(lang)}</head>
 <body class="rlnotes-index">
+{language_switch(lang, switch) if switch else ""}
 <h1>rlnotes</h1>
-<p>{_inline_markdown(intro)}</p>
-<p>Each chapter below is a notebook executed in fast mode (<code>RLNOTES_FAST=1</code>, shorter training runs
-than a learner's) and rendered as a page. The widgets show their last picture here; their sliders move in
-JupyterLab (<code>make lab</code>). Terms in Chinese and English: <a href="glossary.html">glossary</a>.</p>
+{_intro(readme)}
+<p>{text['about']}</p>
 <table>
 <thead><tr>{head}</tr></thead>
 <tbody>
@@ -354,59 +522,106 @@ JupyterLab (<code>make lab</code>). Terms in Chinese and English: <a href="gloss
 """
 
 
-def glossary_page() -> str:
+def glossary_page(lang: str = "en", switch: str | None = None) -> str:
+    """The glossary (assets/glossary.md, in both languages): one page in each edition, with that edition's links."""
     text = (ROOT / "assets" / "glossary.md").read_text()
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>rlnotes: glossary</title>{STYLE}\n'
-            f'{MATH_HEAD}</head>\n<body class="rlnotes-index"><p><a href="index.html">rlnotes: the course</a></p>\n'
+    title = "rlnotes: glossary" if lang == "en" else "rlnotes：术语表"
+    return (f'<!DOCTYPE html>\n<html lang="{TEXT[lang]["lang"]}"><head><meta charset="utf-8"><title>{title}</title>'
+            f'{_style(lang)}\n{math_head(_root(lang))}</head>\n<body class="rlnotes-index">'
+            f'{language_switch(lang, switch) if switch else ""}<p><a href="index.html">{TEXT[lang]["home"]}</a></p>\n'
             f"{markdown_to_html(text)}\n</body></html>\n")
 
 
 # ---------------------------------------------------------------- main
 
 
+def _title(nb, default: str) -> str:
+    return "".join(nb.cells[0].source).splitlines()[0].lstrip("# ").strip() if nb.cells else default
+
+
 def build(out: Path, mode: str = "fast", jobs: int = 1, timeout: int = 1800, use_cache: bool = True,
           names: list[str] | None = None) -> list[Path]:
-    """Execute and render; returns the chapter pages written."""
+    """Execute and render both editions; returns the chapter pages written (English, then Chinese)."""
     import nbformat
 
     out = Path(out)
     cache = out / "executed"
     cache.mkdir(parents=True, exist_ok=True)
-    notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
-    if names:
-        notebooks = [p for p in notebooks if any(p.stem == n or p.stem.startswith(n) for n in names)]
-    stems = {p.stem for p in notebooks}
+    course = sorted(NOTEBOOKS.glob("*.ipynb"))
+    notebooks = [p for p in course if not names or any(p.stem == n or p.stem.startswith(n) for n in names)]
+    # The Chinese chapters: each with at least one Markdown cell translated; those of `notebooks` are built.
+    translated = {}
+    for path in [ZH / p.name for p in course if (ZH / p.name).exists()]:
+        nb = nbformat.read(path, as_version=4)
+        if translated_cells(nb)[0]:
+            translated[path.stem] = nb
+    translations = {stem: nb for stem, nb in translated.items() if stem in {p.stem for p in notebooks}}
 
     failures = []
 
     def one(notebook):
+        label = notebook.stem if notebook.parent == NOTEBOOKS else f"{notebook.parent.name}/{notebook.stem}"
         try:
             executed, seconds, reused = execute(notebook, cache, mode, timeout, use_cache)
         except RuntimeError as error:
-            print(f"{notebook.stem:24s} FAILED", flush=True)
+            print(f"{label:24s} FAILED", flush=True)
             failures.append(str(error))
             return None
-        print(f"{notebook.stem:24s} {'reused' if reused else f'executed in {seconds:.0f} s'}", flush=True)
+        why = " (its code cells are not today's English ones: tools/zh.py sync)" if label != notebook.stem else ""
+        print(f"{label:24s} {'reused' if reused else f'executed in {seconds:.0f} s'}{why}", flush=True)
         return nbformat.read(executed, as_version=4)  # now: a test run may replace the copies meanwhile
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        executed = list(pool.map(one, notebooks))
+        executed = dict(zip([p.stem for p in notebooks], pool.map(one, notebooks)))
 
-    pages = []
-    for notebook, executed_nb in zip(notebooks, executed):
-        if executed_nb is None:
-            continue
-        nb = make_static(executed_nb)
+        # A Chinese chapter: the English execution's outputs, cell by cell, when the code cells are the same.
+        chinese, own = {}, []
+        for stem, nb in translations.items():
+            grafted = with_outputs_of(nb, executed[stem]) if executed.get(stem) is not None else None
+            if grafted is not None:
+                print(f"{'zh/' + stem:24s} outputs of {stem}'s execution", flush=True)
+                chinese[stem] = grafted
+            else:
+                own.append(ZH / f"{stem}.ipynb")
+        chinese |= dict(zip([p.stem for p in own], pool.map(one, own)))
+
+    def static(notebook_name, nb, lang):
+        if nb is None:
+            return None
+        nb = make_static(nb, lang)
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
         if errors:
-            failures.append(f"{notebook.name}: error outputs {[o.get('ename') for o in errors]}")
-            continue
-        title = "".join(nb.cells[0].source).splitlines()[0].lstrip("# ").strip() if nb.cells else notebook.stem
-        page = out / f"{notebook.stem}.html"
-        page.write_text(render(nb, title, stems))
+            failures.append(f"{notebook_name}: error outputs {[o.get('ename') for o in errors]}")
+            return None
+        return nb
+
+    english = {stem: static(f"{stem}.ipynb", nb, "en") for stem, nb in executed.items()}
+    english = {stem: nb for stem, nb in english.items() if nb is not None}
+    chinese = {stem: static(f"zh/{stem}.ipynb", nb, "zh") for stem, nb in sorted(chinese.items())}
+    chinese = {stem: nb for stem, nb in chinese.items() if nb is not None}
+    en_stems, zh_stems = set(english), set(chinese)
+    # Links between chapters: to the pages built now, and to the chapters this build left out (--names), whose
+    # pages a whole build writes.
+    left_out = {p.stem for p in course} - {p.stem for p in notebooks}
+    en_links, zh_links = en_stems | left_out, zh_stems | (set(translated) & left_out)
+
+    pages = []
+    for stem, nb in english.items():
+        page = out / f"{stem}.html"
+        switch = f"zh/{stem}.html" if stem in zh_stems else "zh/index.html"
+        page.write_text(render(nb, _title(nb, stem), en_links, "en", switch))
         pages.append(page)
-    (out / "index.html").write_text(index_page((ROOT / "README.md").read_text(), stems))
-    (out / "glossary.html").write_text(glossary_page())
+    (out / "zh").mkdir(exist_ok=True)
+    for stem, nb in chinese.items():
+        page = out / "zh" / f"{stem}.html"
+        switch = f"../{stem}.html" if stem in en_stems else "../index.html"
+        page.write_text(render(nb, _title(nb, stem), zh_links, "zh", switch, en_links, translated_cells(nb)[1]))
+        pages.append(page)
+    (out / "index.html").write_text(index_page((ROOT / INDEX["en"]["readme"]).read_text(), en_stems, "en", "zh/index.html"))
+    (out / "zh" / "index.html").write_text(
+        index_page((ROOT / INDEX["zh"]["readme"]).read_text(), zh_stems, "zh", "../index.html", en_stems))
+    (out / "glossary.html").write_text(glossary_page("en", "zh/glossary.html"))
+    (out / "zh" / "glossary.html").write_text(glossary_page("zh", "../glossary.html"))
     shutil.rmtree(out / "katex", ignore_errors=True)  # the formulas' typesetter (MATH_HEAD)
     shutil.copytree(KATEX, out / "katex", ignore=shutil.ignore_patterns("SHA256SUMS"))
     assets = [p for p in (ROOT / "assets").iterdir() if p.is_file() and p.suffix != ".md"]
@@ -434,8 +649,9 @@ def main(argv=None) -> int:
         return 0
     start = time.perf_counter()
     pages = build(Path(args.out), "full" if args.full else "fast", args.jobs, args.timeout, not args.no_cache, args.names)
-    print(f"{len(pages)} chapter pages and index.html in {args.out} ({time.perf_counter() - start:.0f} s); "
-          f"open {Path(args.out).resolve() / 'index.html'}")
+    chinese = sum(p.parent.name == "zh" for p in pages)
+    print(f"{len(pages) - chinese} chapter pages and index.html in {args.out}, {chinese} Chinese ones and index.html in "
+          f"{Path(args.out) / 'zh'} ({time.perf_counter() - start:.0f} s); open {Path(args.out).resolve() / 'index.html'}")
     return 0
 
 
