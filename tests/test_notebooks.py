@@ -45,6 +45,7 @@ folder of this pytest run (tests/conftest.py points RLNOTES_CACHE_DIR at it; the
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -499,12 +500,14 @@ def _check_formulas(name: str, info: dict, expected: int) -> None:
     assert not info["raw"], f"{name}: raw LaTeX in the text: {info['raw'][:3]}"
 
 
-def test_a_reader_follows_every_chapter_link(site, chapters):
-    _need_chromium()
+@contextlib.contextmanager
+def _offline_page():
+    """A Chromium page with every request off the machine refused -> (page, every URL requested, the refused ones).
+
+    The URL lists are complete once the block has ended (the browser is closed on the way out)."""
     from playwright.sync_api import sync_playwright
 
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    seen, requested, off_machine = {}, [], []
+    requested, off_machine = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
@@ -515,6 +518,23 @@ def test_a_reader_follows_every_chapter_link(site, chapters):
             route.abort()
 
         page.route(re.compile(r"^(?!file:)"), refuse)  # anything but the site's own files (data: URLs are not routed)
+        try:
+            yield page, requested, off_machine
+        finally:
+            browser.close()
+
+
+def _assert_stayed_on_the_machine(requested, off_machine):
+    assert not off_machine, f"requests off the machine: {off_machine[:5]}"
+    elsewhere = [url for url in requested if not url.startswith("file://")]
+    assert not elsewhere, f"requests not for a file of the site: {elsewhere[:5]}"
+
+
+def test_a_reader_follows_every_chapter_link(site, chapters):
+    _need_chromium()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    seen = {}
+    with _offline_page() as (page, requested, off_machine):
         page.goto((site / "index.html").as_uri(), wait_until="load")
         page.screenshot(path=str(SHOTS / "index.png"))
         links = page.locator("table a")
@@ -536,10 +556,7 @@ def test_a_reader_follows_every_chapter_link(site, chapters):
         page.wait_for_load_state("load")
         glossary = _read_formulas(page, "body")
         page.screenshot(path=str(SHOTS / "glossary.png"))
-        browser.close()
-    assert not off_machine, f"requests off the machine: {off_machine[:5]}"
-    elsewhere = [url for url in requested if not url.startswith("file://")]
-    assert not elsewhere, f"requests not for a file of the site: {elsewhere[:5]}"
+    _assert_stayed_on_the_machine(requested, off_machine)
     assert any(url.endswith("/katex/katex.min.js") for url in requested)
     _check_formulas("glossary", glossary, _formula_count(GLOSSARY.read_text()))
 
@@ -617,21 +634,10 @@ def test_a_chinese_reader_reads_the_chinese_edition_and_switches_language(site, 
     """From build/site/zh/index.html, offline: each Chinese chapter page, its Chinese text drawn with a CJK font,
     its figures and formulas; the language switch of each page, there and back; the Chinese glossary."""
     _need_chromium()
-    from playwright.sync_api import sync_playwright
-
     SHOTS.mkdir(parents=True, exist_ok=True)
-    seen, requested, off_machine, switched = {}, [], [], {}
+    seen, switched = {}, {}
     zh_index, en_index = (site / "zh" / "index.html").as_uri(), (site / "index.html").as_uri()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        page.on("request", lambda request: requested.append(request.url))
-
-        def refuse(route):
-            off_machine.append(route.request.url)
-            route.abort()
-
-        page.route(re.compile(r"^(?!file:)"), refuse)
+    with _offline_page() as (page, requested, off_machine):
         page.goto(zh_index, wait_until="load")
         page.evaluate("document.fonts.ready.then(() => true)")
         page.screenshot(path=str(SHOTS / "zh_index.png"))
@@ -664,10 +670,7 @@ def test_a_chinese_reader_reads_the_chinese_edition_and_switches_language(site, 
         page.wait_for_load_state("load")
         glossary = _read_formulas(page, "body")
         switched["glossary"] = _switch_and_back(page, (site / "glossary.html").as_uri(), (site / "zh" / "glossary.html").as_uri())
-        browser.close()
-    assert not off_machine, f"requests off the machine: {off_machine[:5]}"
-    elsewhere = [url for url in requested if not url.startswith("file://")]
-    assert not elsewhere, f"requests not for a file of the site: {elsewhere[:5]}"
+    _assert_stayed_on_the_machine(requested, off_machine)
     assert index_lang == "zh-CN"
     _check_formulas("zh/glossary", glossary, _formula_count(GLOSSARY.read_text()))
     for name, langs in switched.items():
