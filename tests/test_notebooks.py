@@ -524,6 +524,18 @@ def _offline_page():
             browser.close()
 
 
+def _check_chapter_page(name: str, path, info: dict) -> None:
+    """What a reader must find on a chapter's page (either edition): figures that load, no error output, the
+    widgets' pictures with their note, every formula of the notebook's markdown typeset."""
+    assert info["figures"] >= 1, f"{name}: no figure on its page"
+    assert not info["broken"], f"{name}: images that do not load: {info['broken'][:3]}"
+    assert not info["stderr"], f"{name}: error output on its page: {info['stderr'][:2]}"
+    if _has_widget(path):
+        assert info["notes"] >= 1 and info["noteAfterPicture"] >= 1, f"{name}: the widget's picture is missing"
+        assert info["movesInJupyterLab"]
+    _check_formulas(name, info["math"], sum(_formula_count(text) for text in _markdown(path)))
+
+
 def _assert_stayed_on_the_machine(requested, off_machine):
     assert not off_machine, f"requests off the machine: {off_machine[:5]}"
     elsewhere = [url for url in requested if not url.startswith("file://")]
@@ -563,13 +575,7 @@ def test_a_reader_follows_every_chapter_link(site, chapters):
     for path in chapters:
         info = seen[path.stem]
         assert info["h1"].startswith(path.stem[:2]), (path.stem, info["h1"])
-        assert info["figures"] >= 1, f"{path.stem}: no figure on its page"
-        assert not info["broken"], f"{path.stem}: images that do not load: {info['broken'][:3]}"
-        assert not info["stderr"], f"{path.stem}: error output on its page: {info['stderr'][:2]}"
-        if _has_widget(path):
-            assert info["notes"] >= 1 and info["noteAfterPicture"] >= 1, f"{path.stem}: the widget's picture is missing"
-            assert info["movesInJupyterLab"]
-        _check_formulas(path.stem, info["math"], sum(_formula_count(text) for text in _markdown(path)))
+        _check_chapter_page(path.stem, path, info)
         print(f"{path.stem}: {info['math']['formulas']} formulas typeset")
     if MATH_SHOT in seen:
         assert seen[MATH_SHOT]["shown"] >= 1
@@ -680,13 +686,7 @@ def test_a_chinese_reader_reads_the_chinese_edition_and_switches_language(site, 
         info = seen[path.stem]
         assert info["lang"] == "zh-CN", path.stem
         assert info["h1"].startswith(path.stem[:2]) and CJK.search(info["h1"]), (path.stem, info["h1"])
-        assert info["figures"] >= 1, f"zh/{path.stem}: no figure on its page"
-        assert not info["broken"], f"zh/{path.stem}: images that do not load: {info['broken'][:3]}"
-        assert not info["stderr"], f"zh/{path.stem}: error output on its page: {info['stderr'][:2]}"
-        if _has_widget(path):
-            assert info["notes"] >= 1 and info["noteAfterPicture"] >= 1, f"zh/{path.stem}: the widget's picture is missing"
-            assert info["movesInJupyterLab"]
-        _check_formulas(f"zh/{path.stem}", info["math"], sum(_formula_count(text) for text in _markdown(path)))
+        _check_chapter_page(f"zh/{path.stem}", path, info)
         cjk = info["cjk"]
         assert cjk["found"], f"zh/{path.stem}: no paragraph of Chinese text"
         drawn_by = [f for f in info["fonts"] if CJK_FONT.search(f["familyName"]) and f["glyphCount"] > 0]
