@@ -50,6 +50,11 @@ def _release(notebook, tmp_path_factory):
 
 
 PER_NOTEBOOK = [pytest.param(path, id=assignments.assignment_name(path)) for path in NOTEBOOKS]
+# A Chinese release executes the English chapter's code cells, byte for byte (tests/test_zh.py), so validating
+# every one would run each chapter's exercises twice: the release of the Chinese chapter that `make test`
+# executes (notebooks/conftest.py) is validated, the others are checked for leaks only.
+EXECUTED_CHINESE = [path for path in CHINESE if path.stem == "04_trpo"] or CHINESE[:1]
+TO_VALIDATE = [param for param in PER_NOTEBOOK if param.values[0] not in CHINESE or param.values[0] in EXECUTED_CHINESE]
 
 
 def _up_to_last_graded_cell(release):
@@ -64,7 +69,7 @@ def _up_to_last_graded_cell(release):
     return copy
 
 
-@pytest.mark.parametrize("notebook", PER_NOTEBOOK)
+@pytest.mark.parametrize("notebook", TO_VALIDATE)
 def test_student_release_fails_every_test(notebook, tmp_path_factory):
     _, release = _release(notebook, tmp_path_factory)
     result = assignments.validate(_up_to_last_graded_cell(release), invert=True)
