@@ -10,10 +10,13 @@ a test of the drift check itself (on notebooks built in a temporary folder) alwa
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
+import os
 import re
 import shutil
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -286,7 +289,7 @@ def test_sync_follows_new_and_removed_english_cells(course):
     en.cells = [c for c in en.cells if c.id != "t4"]  # translated: its Chinese is kept aside, not lost
     nbformat.write(en, str(en_path))
     report = zh.sync(en_path, zh_path, work)
-    assert report.new == ["t9"] and [i for i, _ in report.orphans] == ["t4"]
+    assert report.new == ["t9"] and [i for i, *_ in report.orphans] == ["t4"]
     assert CHINESE["t4"] in (work / "99_small.orphans.md").read_text(encoding="utf-8")
     assert [(p.kind, p.cell_id) for p in zh.check(en_path, zh_path, TERMS)] == [("missing", "t9")]
 
@@ -338,6 +341,147 @@ def test_export_and_import_round_trip(course, tmp_path):
     _edit(en_path, "t4", ENGLISH["t4"] + " Twice.")
     assert zh.export(en_path, zh_path, file, todo_only=True, terms=TERMS) == 1
     assert "· id t4 · stale ·" in file.read_text(encoding="utf-8")
+
+
+def _fill(file: Path, texts: dict[str, str]) -> None:
+    """A translator writes `texts` into the slots of these cells of an exported file."""
+    text = file.read_text(encoding="utf-8")
+    for cell_id, chinese in texts.items():
+        head = text.index(f"· id {cell_id} ·")
+        slot = text.index("@@ zh\n", head) + len("@@ zh\n")
+        end = text.index("@@ end", slot)
+        text = text[:slot] + chinese + "\n" + text[end:]
+    file.write_text(text, encoding="utf-8")
+
+
+def test_an_unedited_stale_cell_stays_stale_through_export_and_import(course, tmp_path):
+    en_path, zh_path, _ = _translated(course)
+    _edit(en_path, "t2", ENGLISH["t2"] + " It is measured on the old batch.")
+    file = tmp_path / "99_small.md"
+    assert zh.export(en_path, zh_path, file, todo_only=True, terms=TERMS) == 1  # the slot holds the old Chinese
+    changed, warnings = zh.import_(en_path, zh_path, file)
+    assert changed == 0 and len(warnings) == 1 and "id t2" in warnings[0] and "unchanged" in warnings[0]
+    assert [(p.kind, p.cell_id) for p in zh.check(en_path, zh_path, TERMS)] == [("stale", "t2")]
+    _fill(file, {"t2": CHINESE["t2"] + "\n\n它在旧的一批数据上度量。"})
+    assert zh.import_(en_path, zh_path, file) == (1, [])
+    assert zh.check(en_path, zh_path, TERMS) == []
+
+
+def test_sync_sets_aside_chinese_typed_into_an_untranslated_cell(course):
+    en_path, zh_path, work = course
+    zh.sync(en_path, zh_path, work)
+    _edit(zh_path, "t2", CHINESE["t2"])  # typed in JupyterLab, not marked yet: the cell still says untranslated
+    _edit(en_path, "t4", ENGLISH["t4"] + " Twice.")
+    report = zh.sync(en_path, zh_path, work)
+    assert [(i, text) for i, text, _ in report.orphans] == [("t2", CHINESE["t2"])], "t0 (links rewritten), t4 untouched"
+    assert "typed" in report.orphans[0][2]
+    assert CHINESE["t2"] in (work / "99_small.orphans.md").read_text(encoding="utf-8")
+    assert zh.source(nbformat.read(str(zh_path), as_version=4).cells[2]) == ENGLISH["t2"]
+
+
+def test_sync_sets_aside_a_second_cell_translating_the_same_english_cell(course):
+    en_path, zh_path, work = _translated(course)
+    nb = nbformat.read(str(zh_path), as_version=4)
+    half = copy.deepcopy(nb.cells[2])  # t2 split in JupyterLab: both halves claim to translate t2
+    half.id, half.source = "t2-half", "线搜索检查它。"
+    nb.cells.insert(3, half)
+    nbformat.write(nb, str(zh_path))
+    report = zh.sync(en_path, zh_path, work)
+    assert [i for i, *_ in report.orphans] == ["t2-half"] and "second cell" in report.orphans[0][2]
+    assert "线搜索检查它。" in (work / "99_small.orphans.md").read_text(encoding="utf-8")
+    assert zh.check(en_path, zh_path, TERMS) == []
+
+
+def test_import_skips_the_english_pasted_into_a_slot(course, tmp_path):
+    en_path, zh_path, work = course
+    _edit(en_path, "t4", ENGLISH["t4"] + "\n")  # a cell ending with a newline, as 02 c009 and 05 c014
+    zh.sync(en_path, zh_path, work)
+    file = tmp_path / "99_small.md"
+    zh.export(en_path, zh_path, file, terms=TERMS)
+    _fill(file, {"t2": CHINESE["t2"], "t4": ENGLISH["t4"] + "\n"})
+    changed, warnings = zh.import_(en_path, zh_path, file)
+    assert changed == 1 and len(warnings) == 1 and "id t4" in warnings[0] and "English" in warnings[0]
+    assert [(p.kind, p.cell_id) for p in zh.check(en_path, zh_path, TERMS)] == [("missing", "t0"), ("missing", "t4")]
+
+
+def test_check_names_a_chapter_without_its_chinese_notebook_and_a_stray_one(course):
+    en_path, zh_path, work = course
+    en_dir, zh_dir = en_path.parent, zh_path.parent
+    problems, checked = zh.check_chapters(["99"], en_dir, zh_dir, TERMS)
+    assert checked == 1 and len(problems) == 1 and "sync 99" in str(problems[0])
+    _translated(course)
+    assert zh.check_chapters([], en_dir, zh_dir, TERMS) == ([], 1)
+    en_path.rename(en_dir / "99_small_v2.ipynb")  # the English chapter renamed: zh/99_small.ipynb translates nothing
+    problems, _ = zh.check_chapters([], en_dir, zh_dir, TERMS)
+    assert len(problems) == 1 and "translates no English chapter" in str(problems[0])
+    with pytest.raises(SystemExit):
+        zh.chapter_path("99_small", en_dir)
+    assert zh.chapter_path("99", en_dir).name == "99_small_v2.ipynb"
+
+
+def test_mark_refuses_a_cell_that_still_holds_the_english(course, capsys):
+    en_path, zh_path, work = course
+    en = nbformat.read(str(en_path), as_version=4)
+    en.cells.append(_md("t5", "$$\\hat{A}_t = \\delta_t + \\gamma \\lambda \\hat{A}_{t+1}$$"))  # nothing to translate
+    nbformat.write(en, str(en_path))
+    zh.sync(en_path, zh_path, work)
+    _translate(zh_path, {"t0": CHINESE["t0"], "t2": CHINESE["t2"]})
+    with pytest.raises(SystemExit) as refused:
+        zh.mark(en_path, zh_path, ["t0", "t2", "t4", "t5"])
+    assert refused.value.code == 2 and "id t4" in capsys.readouterr().err
+    assert zh.counts(en_path, zh_path)["translated"] == 0, "a refused mark writes nothing"
+    warnings = zh.mark(en_path, zh_path, ["t0", "t2", "t4", "t5"], force=True)
+    assert len(warnings) == 1 and "id t4" in warnings[0]
+    problems = zh.check(en_path, zh_path, TERMS)
+    assert [(p.kind, p.cell_id) for p in problems] == [("missing", "t4")], "t5, a formula, may stay as it is"
+    assert "still holds the English" in problems[0].message
+
+
+def test_git_is_read_as_utf8_whatever_the_locale(course):
+    en_path, zh_path, _ = course
+    root = en_path.parent.parent
+    before = "PPO clips the ratio — a truncated episode (截断) is bootstrapped."
+    _edit(en_path, "t4", before)
+    for command in (["init", "-q"], ["add", "notebooks"], ["commit", "-qm", "t4"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *command], cwd=root, check=True,
+                       capture_output=True)
+    _edit(en_path, "t4", ENGLISH["t4"])
+    script = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import zh; "
+              "sys.stdout.buffer.write(zh.english_then(Path(sys.argv[2]), 't4', sys.argv[3]).encode('utf-8'))")
+    ascii_locale = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    done = subprocess.run([sys.executable, "-c", script, str(Path(zh.__file__).parent), str(en_path), zh.sha256(before)],
+                          capture_output=True, env=ascii_locale)
+    assert done.returncode == 0, done.stderr.decode("utf-8", "replace")
+    assert done.stdout.decode("utf-8") == before
+
+
+def test_truncating_is_a_form_of_truncation(course):
+    en_path, zh_path, _ = _translated(course)
+    _edit(en_path, "t4", "PPO clips the ratio; a time limit truncating the episode leaves it to bootstrap.")
+    _edit(zh_path, "t4", "PPO 裁剪比率；时间限制截断回合时，要自举。")
+    zh.mark(en_path, zh_path, ["t4"])
+    assert zh.check(en_path, zh_path, TERMS) == []
+
+
+def test_messages_say_what_is_wrong(course, monkeypatch, capsys):
+    en_path, zh_path, work = _translated(course)
+    root = en_path.parent.parent
+    with pytest.raises(SystemExit) as no_file:
+        zh.import_(en_path, zh_path, root / "nowhere.md")
+    assert no_file.value.code == 2 and "export 99" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as no_notebook:
+        zh.diff(en_path, zh_path.with_name("98_none.ipynb"))
+    assert no_notebook.value.code == 2 and "sync" in capsys.readouterr().err
+    _edit(en_path, "t2", ENGLISH["t2"] + " It is measured on the old batch.")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(root))
+    assert "not in a git repository" in zh.diff(en_path, zh_path)
+    monkeypatch.setenv("PATH", str(root))
+    assert "git is not installed" in zh.diff(en_path, zh_path)
+    nb = nbformat.read(str(zh_path), as_version=4)
+    nb.cells[4].metadata["rlnotes"]["translates"] = "t2"
+    nbformat.write(nb, str(zh_path))
+    (problem,) = [p for p in zh.check(en_path, zh_path, TERMS) if p.cell_id == "t4"]
+    assert "'t2'" in problem.message and "does not record" not in problem.message
 
 
 def test_a_real_chapter_syncs_with_its_code_unchanged(tmp_path):

@@ -7,11 +7,13 @@
     python tools/zh.py export 04          # build/zh/04_trpo.md: each markdown cell's English, a slot for its Chinese
     python tools/zh.py import 04          # the Chinese of build/zh/04_trpo.md back into notebooks/zh/04_trpo.ipynb
     python tools/zh.py mark 04 c008 12    # record that cells c008 and 12 now translate the current English
+                                          # (a cell still holding the English is refused: exit 2, unless --force)
     python tools/zh.py diff 04            # for each stale cell: the English it translated (from git) against today's
     python tools/zh.py check 04           # what tests/test_zh.py checks, for one chapter (or all); exit 1 on a problem
 
-A chapter is named by its number (04), its stem (04_trpo) or its path. tests/test_zh.py runs `check` on every
-notebooks/zh/*.ipynb.
+A chapter is named by its number (04), or by its exact stem (04_trpo) or path. `check` with no chapter, as
+tests/test_zh.py, checks every notebooks/zh/*.ipynb against the English notebook of exactly its file name (a
+Chinese notebook without one is a problem); a chapter named to `check` without its Chinese notebook is a problem.
 
 The Chinese notebook has the English notebook's cells, in the same order, with the same ids:
 - a code (or raw) cell is a copy of the English one: source and metadata (nbgrader's included), no outputs;
@@ -23,21 +25,30 @@ The Chinese notebook has the English notebook's cells, in the same order, with t
   A cell not translated yet holds the English text and `"untranslated": true` beside them. When the English
   cell changes, the hash no longer matches: the cell is stale, and the check names it until it is translated
   again and marked (`mark`, or `export` then `import`, which records the hash of the English shown in the file).
+  A cell still holds the English when its prose (outside code, formulas, link targets and HTML tags) is the
+  English cell's and has an ASCII word of 3+ letters: such a cell is not translated, whatever its metadata say
+  (`mark` refuses it, `import` skips such a slot, the check names it); a cell with no such word (a formula, a
+  code block) may stay identical to the English. `import` also leaves a stale cell stale when its slot holds
+  the cell's Chinese unchanged: edit it, or `mark` it if it still holds.
 
 `sync` copies every code cell again, keeps each translation whose English cell still exists (stale or not: the
-hash says which), inserts each new English markdown cell as untranslated, and drops the translations of English
-cells that no longer exist (their text is saved in build/zh/NN_name.orphans.md). Relative links are rewritten
-to work from notebooks/zh/ (`../assets/glossary.md` becomes `../../assets/glossary.md`), on `sync` and `import`;
-a link to another chapter (`01_value_learning.ipynb`) stays as it is: it opens the Chinese chapter beside it.
+hash says which), inserts each new English markdown cell as untranslated, puts the current English into each
+untranslated cell, and keeps one cell per English cell. The Chinese it drops is saved in
+build/zh/NN_name.orphans.md, and its report says so: translations of English cells that no longer exist,
+markdown cells that record no English cell, a second cell translating the same English cell (the first one is
+kept), and text typed into an untranslated cell (its text, links made English again, no longer has the recorded
+hash). Relative links are rewritten to work from notebooks/zh/ (`../assets/glossary.md` becomes
+`../../assets/glossary.md`), on `sync` and `import`; a link to another chapter (`01_value_learning.ipynb`)
+stays as it is: it opens the Chinese chapter beside it.
 No code cell of the course reads a path relative to its notebook's folder, so the copied code runs from
 notebooks/zh/ unchanged.
 
 The checks (`check`, tests/test_zh.py): the cells match the English ones (ids, types, order; code cells
-identical, without outputs); every markdown cell is translated and its hash is the English cell's current one;
-display formulas ($$...$$, outside block quotes: a quoted passage of the notes may add its own) are identical
-to the English cell's; every glossary term (assets/glossary.md) in the English cell has its Chinese term in
-the translated cell, except the terms and cells listed below; relative links resolve; the title keeps
-`# NN `; and 截断 appears only where the English says truncation.
+identical, without outputs); every markdown cell is translated (it does not hold the English, above) and its
+hash is the English cell's current one; display formulas ($$...$$, outside block quotes: a quoted passage of
+the notes may add its own) are identical to the English cell's; every glossary term (assets/glossary.md) in
+the English cell has its Chinese term in the translated cell, except the terms and cells listed below;
+relative links resolve; the title keeps `# NN `; and 截断 appears only where the English says truncation.
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 EN_DIR = ROOT / "notebooks"
@@ -97,13 +109,20 @@ def write(nb, path: Path) -> None:
     nbformat.write(nb, str(path))
 
 
+def fail(message: str) -> NoReturn:
+    """One line on stderr, exit status 2."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
 def chapter_path(name: str, en_dir: Path = EN_DIR) -> Path:
-    """notebooks/NN_name.ipynb from '04', '04_trpo', 'notebooks/04_trpo.ipynb' or 'notebooks/zh/04_trpo.ipynb'."""
+    """notebooks/NN_name.ipynb from '04', '04_trpo', 'notebooks/04_trpo.ipynb' or 'notebooks/zh/04_trpo.ipynb' (only a
+    bare number matches by prefix: a stem or path names the notebook of exactly that name)."""
     stem = Path(name).name.removesuffix(".ipynb")
-    found = sorted(en_dir.glob(f"{stem}*.ipynb"))
-    exact = [p for p in found if p.stem == stem]
-    if exact or len(found) == 1:
-        return (exact or found)[0]
+    found = sorted(en_dir.glob(f"{stem}_*.ipynb")) if re.fullmatch(r"\d\d", stem) else [en_dir / f"{stem}.ipynb"]
+    found = [p for p in found if p.exists()]
+    if len(found) == 1:
+        return found[0]
     raise SystemExit(f"no single English chapter matches {name!r} in {en_dir} (found {[p.name for p in found]})")
 
 
@@ -115,10 +134,18 @@ def record(cell) -> dict:
     return cell.get("metadata", {}).get(KEY, {}) if cell.get("cell_type") == "markdown" else {}
 
 
+def holds_english(zh_text: str, en_text: str) -> bool:
+    """Whether a markdown cell still holds the English cell's text: the same prose (outside code, formulas, link
+    targets and HTML tags), and prose with words to translate (an ASCII word of 3+ letters)."""
+    prose = plain(en_text).split()
+    return plain(zh_text).split() == prose and re.search(r"[A-Za-z]{3}", " ".join(prose)) is not None
+
+
 def state(zh_cell, en_cell) -> str:
     """'translated', 'stale' or 'missing' for a markdown cell of the Chinese notebook."""
     meta = record(zh_cell) if zh_cell is not None else {}
-    if not meta or meta.get("untranslated") or meta.get("translates") != en_cell.get("id"):
+    if (not meta or meta.get("untranslated") or meta.get("translates") != en_cell.get("id")
+            or holds_english(source(zh_cell), source(en_cell))):
         return "missing"
     return "translated" if meta.get("source_sha256") == sha256(source(en_cell)) else "stale"
 
@@ -346,8 +373,14 @@ def check(en_path: Path, zh_path: Path, terms: list[Term] | None = None) -> list
         en_text, zh_text = source(en_cell), source(zh_cell)
         if kind == "missing":
             meta = record(zh_cell)
-            why = ("holds the English text, not translated yet" if meta.get("untranslated") else
-                   "does not record which English cell it translates (metadata rlnotes.translates, rlnotes.source_sha256)")
+            if meta.get("untranslated"):
+                why = "holds the English text, not translated yet"
+            elif not meta.get("translates"):
+                why = "does not record which English cell it translates (metadata rlnotes.translates, rlnotes.source_sha256)"
+            elif meta["translates"] != cell_id:
+                why = f"records that it translates English cell {meta['translates']!r}, not {cell_id!r}"
+            else:
+                why = "is marked translated but still holds the English text"
             add(index, cell_id, "missing", f"{why}: translate it, then `python tools/zh.py mark {number} {cell_id}`")
         elif kind == "stale":
             add(index, cell_id, "stale", f"the English cell changed after it was translated (recorded sha256 "
@@ -376,7 +409,7 @@ class SyncReport:
     kept: int = 0
     stale: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)
-    orphans: list[tuple[str, str]] = field(default_factory=list)  # (id, text) of dropped translations
+    orphans: list[tuple[str, str, str]] = field(default_factory=list)  # (id, text, why) of the Chinese set aside
 
 
 def placeholder(en_cell, en_dir: Path, zh_dir: Path):
@@ -384,6 +417,11 @@ def placeholder(en_cell, en_dir: Path, zh_dir: Path):
     cell.source = relink(source(en_cell), en_dir, zh_dir)
     cell.metadata[KEY] = {"translates": en_cell.get("id"), "source_sha256": sha256(source(en_cell)), "untranslated": True}
     return cell
+
+
+def typed_into(cell, en_dir: Path, zh_dir: Path) -> bool:
+    """Whether an untranslated cell no longer holds the English it was made from (someone typed into it, unmarked)."""
+    return sha256(relink(source(cell), zh_dir, en_dir)) != record(cell).get("source_sha256")  # its links made English again
 
 
 def copied(en_cell):
@@ -402,14 +440,20 @@ def sync(en_path: Path, zh_path: Path, work: Path = WORK) -> SyncReport:
     zh_nb = read(zh_path) if zh_path.exists() else None
     en_dir, zh_dir = en_path.parent, zh_path.parent
     report = SyncReport()
+
+    def set_aside(cell, why):
+        if not record(cell).get("untranslated") or typed_into(cell, en_dir, zh_dir):
+            report.orphans.append((cell.get("id", "?"), source(cell), why))
+
     translations = {}
-    if zh_nb is not None:
-        for cell in zh_nb.cells:
-            meta = record(cell)
-            if meta.get("translates"):
-                translations.setdefault(meta["translates"], cell)
-            elif cell.cell_type == "markdown":
-                report.orphans.append((cell.get("id", "?"), source(cell)))
+    for cell in zh_nb.cells if zh_nb is not None else []:
+        claims = record(cell).get("translates")
+        if claims and claims not in translations:
+            translations[claims] = cell
+        elif claims:
+            set_aside(cell, f"a second cell translating English cell {claims} (cell {translations[claims].get('id')} kept)")
+        elif cell.cell_type == "markdown":
+            set_aside(cell, "a markdown cell that records no English cell")
     cells = []
     for en_cell in en_nb.cells:
         if en_cell.cell_type != "markdown":
@@ -420,6 +464,8 @@ def sync(en_path: Path, zh_path: Path, work: Path = WORK) -> SyncReport:
             cells.append(placeholder(en_cell, en_dir, zh_dir))
             report.new.append(en_cell.get("id"))
         elif record(old).get("untranslated"):
+            set_aside(old, "typed into a cell still marked untranslated, which holds the English again: "
+                      "copy it back, then `mark` it")
             cells.append(placeholder(en_cell, en_dir, zh_dir))  # the English text again, as it is now
             report.new.append(en_cell.get("id"))
         else:
@@ -436,7 +482,8 @@ def sync(en_path: Path, zh_path: Path, work: Path = WORK) -> SyncReport:
                 report.stale.append(en_cell.get("id"))
             else:
                 report.kept += 1
-    report.orphans += [(cell_id, source(cell)) for cell_id, cell in translations.items() if not record(cell).get("untranslated")]
+    for cell in translations.values():
+        set_aside(cell, "its English cell no longer exists")
     nb = nbformat.v4.new_notebook()
     nb.nbformat, nb.nbformat_minor = en_nb.nbformat, en_nb.nbformat_minor
     nb.metadata = copy.deepcopy(en_nb.metadata)
@@ -451,14 +498,13 @@ def orphans_path(zh_path: Path, work: Path = WORK) -> Path:
     return work / f"{zh_path.stem}.orphans.md"
 
 
-def save_orphans(zh_path: Path, orphans: list[tuple[str, str]], target: Path | None = None) -> Path:
+def save_orphans(zh_path: Path, orphans: list[tuple[str, str, str]], target: Path | None = None) -> Path:
     target = orphans_path(zh_path) if target is None else target
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("a", encoding="utf-8") as f:
-        f.write(f"\n<!-- {datetime.now().isoformat(timespec='seconds')}: translations of English cells of {zh_path.stem} "
-                "that no longer exist -->\n")
-        for cell_id, text in orphans:
-            f.write(f"\n@@ orphan · id {cell_id}\n{text}\n")
+        f.write(f"\n<!-- {datetime.now().isoformat(timespec='seconds')}: Chinese of {zh_path.stem} that sync set aside -->\n")
+        for cell_id, text, why in orphans:
+            f.write(f"\n@@ orphan · id {cell_id} · {why}\n{text}\n")
     return target
 
 
@@ -472,8 +518,9 @@ def find_cell(nb, ref: str):
     raise SystemExit(f"no cell {ref!r} (an id or a 0-based index)")
 
 
-def mark(en_path: Path, zh_path: Path, refs: list[str]) -> list[str]:
-    """Record that the Chinese cells `refs` translate the current English cells. Returns warnings."""
+def mark(en_path: Path, zh_path: Path, refs: list[str], force: bool = False) -> list[str]:
+    """Record that the Chinese cells `refs` translate the current English cells. Returns warnings. A cell that still
+    holds the English (see holds_english) is refused (exit 2), or marked all the same with `force`."""
     en_nb, zh_nb = read(en_path), read(zh_path)
     en_by_id = {c.get("id"): c for c in en_nb.cells}
     warnings = []
@@ -482,8 +529,11 @@ def mark(en_path: Path, zh_path: Path, refs: list[str]) -> list[str]:
         en_cell = en_by_id.get(cell.get("id"))
         if cell.cell_type != "markdown" or en_cell is None or en_cell.cell_type != "markdown":
             raise SystemExit(f"cell {ref} is not a markdown cell of both notebooks: run sync first")
-        if source(cell) == source(en_cell):
-            warnings.append(f"cell {index} (id {cell.id}) is identical to the English: marked as translated all the same")
+        if holds_english(source(cell), source(en_cell)):
+            if not force:
+                fail(f"cell {index} (id {cell.id}) still holds the English text: translate it first (or --force; "
+                     "the check names it all the same)")
+            warnings.append(f"cell {index} (id {cell.id}) still holds the English text: marked all the same (--force)")
         cell.metadata[KEY] = {"translates": en_cell.id, "source_sha256": sha256(source(en_cell))}
     write(zh_nb, zh_path)
     return warnings
@@ -492,20 +542,27 @@ def mark(en_path: Path, zh_path: Path, refs: list[str]) -> list[str]:
 # ---------------------------------------------------------------- the English as it was (git)
 
 
-def english_then(en_path: Path, cell_id: str, digest: str, commits: int = 200) -> str | None:
-    """The source of English cell `cell_id` whose SHA-256 was `digest`, looked up in git history; None if not found."""
+def english_then(en_path: Path, cell_id: str, digest: str, commits: int = 200) -> str:
+    """The source of English cell `cell_id` whose SHA-256 was `digest`, looked up in git history; LookupError (saying
+    why) if not found."""
     import json
 
-    try:
-        top = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=en_path.parent, capture_output=True,
-                                  text=True, check=True).stdout.strip())
-        relative = en_path.resolve().relative_to(top.resolve()).as_posix()
-        log = subprocess.run(["git", "log", f"-n{commits}", "--format=%H", "--", relative], cwd=top, capture_output=True,
-                             text=True, check=True).stdout.split()
-    except (subprocess.CalledProcessError, ValueError, FileNotFoundError):
-        return None
+    def git(*args, cwd=en_path.parent):
+        try:
+            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            raise LookupError("git is not installed (no `git` on the PATH)") from None
+
+    found = git("rev-parse", "--show-toplevel")
+    if found.returncode:
+        raise LookupError(f"{en_path.parent} is not in a git repository")
+    top = Path(found.stdout.strip())
+    relative = en_path.resolve().relative_to(top.resolve()).as_posix()
+    log = git("log", f"-n{commits}", "--format=%H", "--", relative, cwd=top).stdout.split()
+    if not log:
+        raise LookupError(f"{relative} has no commit in git's history")
     for commit in log:
-        shown = subprocess.run(["git", "show", f"{commit}:{relative}"], cwd=top, capture_output=True, text=True)
+        shown = git("show", f"{commit}:{relative}", cwd=top)
         if shown.returncode:
             continue
         try:
@@ -515,15 +572,30 @@ def english_then(en_path: Path, cell_id: str, digest: str, commits: int = 200) -
         for cell in cells:
             if cell.get("id") == cell_id and sha256(source(cell)) == digest:
                 return source(cell)
-    return None
+    raise LookupError(f"no version of cell {cell_id} in the last {len(log)} commits of {relative} has the recorded sha256")
 
 
 def english_diff(en_path: Path, zh_cell, en_cell) -> str:
-    before = english_then(en_path, en_cell.get("id"), record(zh_cell).get("source_sha256", ""))
-    if before is None:
-        return "(the English this cell translated is not in git's history: compare by reading)\n"
+    try:
+        before = english_then(en_path, en_cell.get("id"), record(zh_cell).get("source_sha256", ""))
+    except LookupError as e:
+        return f"(the English this cell translated is not found: {e}: compare by reading)\n"
     return "".join(difflib.unified_diff(before.splitlines(True), source(en_cell).splitlines(True),
                                         "English when translated", "English now")) + "\n"
+
+
+def diff(en_path: Path, zh_path: Path) -> str:
+    """For each stale cell: the English it translated (from git) against today's."""
+    if not zh_path.exists():
+        fail(f"no {zh_path.name} in {zh_path.parent}: `python tools/zh.py sync {en_path.stem[:2]}` makes it")
+    en_nb, zh_nb = read(en_path), read(zh_path)
+    zh_by_id = {c.get("id"): c for c in zh_nb.cells}
+    out = []
+    for index, en_cell in enumerate(en_nb.cells):
+        zh_cell = zh_by_id.get(en_cell.get("id"))
+        if en_cell.cell_type == "markdown" and zh_cell is not None and state(zh_cell, en_cell) == "stale":
+            out.append(f"=== cell {index} (id {en_cell.get('id')})\n{english_diff(en_path, zh_cell, en_cell)}")
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------- export, import
@@ -583,6 +655,7 @@ def export(en_path: Path, zh_path: Path, target: Path, todo_only: bool = False, 
 class Block:
     index: int
     cell_id: str
+    kind: str  # the cell's state when exported
     digest: str
     zh: str
 
@@ -598,7 +671,7 @@ def parse_export(text: str) -> list[Block]:
         header = HEADER.match(line)
         if header:
             close()
-            current = Block(int(header.group(1)), header.group(2), header.group(4), "")
+            current = Block(int(header.group(1)), header.group(2), header.group(3), header.group(4), "")
             blocks.append(current)
             section, lines = None, []
         elif MARK.match(line):
@@ -611,7 +684,10 @@ def parse_export(text: str) -> list[Block]:
 
 
 def import_(en_path: Path, zh_path: Path, source_file: Path) -> tuple[int, list[str]]:
-    """Put the Chinese of an exported file into the notebook; returns (cells changed, warnings)."""
+    """Put the Chinese of an exported file into the notebook; returns (cells changed, warnings). A slot that holds the
+    English (see holds_english), or the unchanged Chinese of a stale cell, changes nothing."""
+    if not source_file.exists():
+        fail(f"no {source_file}: `python tools/zh.py export {en_path.stem[:2]}` writes it")
     if not zh_path.exists():
         sync(en_path, zh_path)
     en_nb, zh_nb = read(en_path), read(zh_path)
@@ -625,17 +701,22 @@ def import_(en_path: Path, zh_path: Path, source_file: Path) -> tuple[int, list[
         if en_cell is None or zh_cell is None or zh_cell.cell_type != "markdown":
             warnings.append(f"cell id {block.cell_id}: no such markdown cell in both notebooks (run sync): skipped")
             continue
-        if block.zh == source(en_cell):
-            continue  # the English copied into the slot is no translation
+        where = f"cell {block.index} (id {block.cell_id})"
+        if holds_english(block.zh, source(en_cell)):
+            warnings.append(f"{where}: its slot holds the English, which is no translation: skipped")
+            continue
         text = relink(block.zh, en_path.parent, zh_path.parent)
         meta = {"translates": block.cell_id, "source_sha256": block.digest}
         if source(zh_cell) == text and record(zh_cell) == meta:
+            continue
+        if block.kind == "stale" and text.strip() == source(zh_cell).strip():
+            warnings.append(f"{where}: stale, and its Chinese is unchanged: edit it, or `mark` it if it still holds")
             continue
         zh_cell.source = text
         zh_cell.metadata[KEY] = meta
         changed += 1
         if block.digest != sha256(source(en_cell)):
-            warnings.append(f"cell id {block.cell_id}: the English changed after the export: the cell stays stale")
+            warnings.append(f"{where}: the English changed after the export: the cell stays stale")
     write(zh_nb, zh_path)
     return changed, warnings
 
@@ -655,6 +736,26 @@ def counts(en_path: Path, zh_path: Path) -> dict[str, int]:
 
 def zh_of(en_path: Path, zh_dir: Path = ZH_DIR) -> Path:
     return zh_dir / en_path.name
+
+
+def check_chapters(names: list[str], en_dir: Path = EN_DIR, zh_dir: Path = ZH_DIR,
+                   terms: list[Term] | None = None) -> tuple[list[Problem], int]:
+    """(problems, chapters checked) of the named chapters, or of every Chinese notebook: a named chapter without its
+    Chinese notebook is a problem, and so is a Chinese notebook without the English one of exactly its name."""
+    problems, terms = [], glossary() if terms is None else terms
+    pairs = [(en, zh_of(en, zh_dir)) for en in chapters(names, en_dir)] if names else [
+        (en_dir / zh.name, zh) for zh in sorted(zh_dir.glob("*.ipynb"))]
+    for en_path, zh_path in pairs:
+        number = en_path.stem[:2]
+        if not zh_path.exists():
+            problems.append(Problem(en_path.stem, None, None, "structure",
+                                    f"does not exist: `python tools/zh.py sync {number}` makes it"))
+        elif not en_path.exists():
+            problems.append(Problem(en_path.stem, None, None, "structure",
+                                    f"translates no English chapter: there is no {en_dir.name}/{en_path.name}"))
+        else:
+            problems += check(en_path, zh_path, terms)
+    return problems, len(pairs)
 
 
 # ---------------------------------------------------------------- command line
@@ -681,6 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("mark", help="record that these Chinese cells translate the current English cells")
     p.add_argument("chapter")
     p.add_argument("cells", nargs="+", help="cell ids or 0-based indices")
+    p.add_argument("--force", action="store_true", help="mark a cell that still holds the English text all the same")
     p = commands.add_parser("diff", help="for each stale cell, the English it translated against today's")
     p.add_argument("chapter")
     args = parser.parse_args(argv)
@@ -693,8 +795,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{en_path.stem}: {report.kept} translations kept, {len(report.stale)} stale {report.stale or ''}, "
                   f"{len(report.new)} to translate")
             if report.orphans:
-                print(f"  {len(report.orphans)} translations of English cells that no longer exist: "
-                      f"{[i for i, _ in report.orphans]}, saved in {orphans_path(zh_of(en_path)).relative_to(ROOT)}")
+                print(f"  {len(report.orphans)} Chinese cells set aside in {orphans_path(zh_of(en_path)).relative_to(ROOT)}:")
+                for cell_id, _, why in report.orphans:
+                    print(f"    id {cell_id}: {why}")
         return 0
     if args.command == "status":
         print(f"{'chapter':22} {'translated':>10} {'stale':>6} {'missing':>8}  problems")
@@ -711,16 +814,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{en_path.stem:22} {c['translated']:>10} {c['stale']:>6} {c['missing']:>8}  {note}")
         return 0
     if args.command == "check":
-        problems = []
-        paths = chapters(args.chapters) if args.chapters else [chapter_path(p.stem) for p in sorted(ZH_DIR.glob("*.ipynb"))]
-        for en_path in paths:
-            if not zh_of(en_path).exists():
-                print(f"{en_path.stem}: no Chinese notebook yet")
-                continue
-            problems += check(en_path, zh_of(en_path))
+        problems, n = check_chapters(args.chapters)
         for problem in problems:
             print(problem)
-        print(f"{len(problems)} problems in {len(paths)} chapters")
+        print(f"{len(problems)} problems in {n} chapters")
         return 1 if problems else 0
 
     en_path = chapter_path(args.chapter)
@@ -736,16 +833,10 @@ def main(argv: list[str] | None = None) -> int:
         for warning in warnings:
             print(warning)
     elif args.command == "mark":
-        for warning in mark(en_path, zh_path, args.cells):
+        for warning in mark(en_path, zh_path, args.cells, force=args.force):
             print(warning)
     elif args.command == "diff":
-        en_nb, zh_nb = read(en_path), read(zh_path)
-        zh_by_id = {c.get("id"): c for c in zh_nb.cells}
-        for index, en_cell in enumerate(en_nb.cells):
-            zh_cell = zh_by_id.get(en_cell.get("id"))
-            if en_cell.cell_type == "markdown" and zh_cell is not None and state(zh_cell, en_cell) == "stale":
-                print(f"=== cell {index} (id {en_cell.get('id')})")
-                print(english_diff(en_path, zh_cell, en_cell))
+        print(diff(en_path, zh_path) or "no stale cell")
     return 0
 
 
