@@ -49,7 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["train", "key", "directory", "enabled", "entries", "clear", "source_digest", "fresh_folder_for_this_run", "REBUILD"]
+__all__ = ["train", "train_many", "key", "directory", "enabled", "entries", "clear", "source_digest", "fresh_folder_for_this_run",
+           "REBUILD"]
 
 FORMAT = 1  # of the stored payload; a change here invalidates every entry
 IGNORED_FIELDS = ("progress_bar",)  # Config fields that change how a run looks, never what it computes
@@ -392,6 +393,44 @@ def train(trainer, config, *, progress=None, quiet: bool = False, **inputs) -> d
     except (Unstorable, OSError) as error:
         warnings.warn(f"cache: {_trainer_name(trainer)} not stored ({error})", stacklevel=2)
     return history
+
+
+def train_many(trainer, configs, /, *, workers: int | None = None, run_inputs: list[dict] | None = None, **inputs) -> list:
+    """``[train(trainer, c, **inputs) for c in configs]``, the runs not in the cache trained side by side.
+
+    run_inputs: one dict a run, added to `inputs` (e.g. each run's reward model). The missing runs go to
+    ``parallel.train_many`` (one process a core, one progress bar), each worker storing its run here; then
+    every run is loaded from the cache, in order, exactly as ``train`` loads a hit (the last one sets the
+    global random state and the input models' modes, as after the loop). With the cache off, one worker
+    or one missing run, it is the loop itself.
+    """
+    configs = list(configs)
+    if not configs:
+        raise ValueError("cache.train_many: configs is empty")
+    each = [{**inputs, **extra} for extra in (run_inputs or [{}] * len(configs))]
+    if len(each) != len(configs):
+        raise ValueError(f"cache.train_many: run_inputs has {len(each)} dicts for {len(configs)} configs")
+    from rlnotes import parallel
+
+    missing = [i for i, c in enumerate(configs) if not enabled() or not _path(trainer, key(trainer, c, **each[i])).exists()]
+    workers = parallel.default_workers(len(missing)) if workers is None else workers
+    if not enabled() or workers == 1 or len(missing) < 2:
+        return [train(trainer, c, **kwargs) for c, kwargs in zip(configs, each)]
+    if len(missing) < len(configs):
+        print(f"{_short_name(trainer)}: {len(configs) - len(missing)} of the {len(configs)} runs were trained before; "
+              f"loaded from {_shown(directory())}")
+    parallel.train_many(_train_and_store, [configs[i] for i in missing], workers=workers,
+                        desc=f"{_short_name(trainer)}: {len(missing)} runs, {workers} processes",
+                        run_inputs=[{"trainer": trainer, **each[i]} for i in missing])
+    lost = [i for i in missing if not _path(trainer, key(trainer, configs[i], **each[i])).exists()]
+    if lost:  # a run a worker could not store (see REBUILD), or inputs that key differently once copied
+        warnings.warn(f"cache: runs {lost} trained in a worker are not in the cache; training them here", stacklevel=2)
+    return [train(trainer, c, quiet=True, **kwargs) for c, kwargs in zip(configs, each)]
+
+
+def _train_and_store(config, *, trainer, **inputs) -> None:
+    """In a worker of ``train_many``: train one run into the cache (nothing is sent back)."""
+    train(trainer, config, quiet=True, **inputs)
 
 
 # ---- what is there, and emptying it -----------------------------------------------------------------------

@@ -296,3 +296,47 @@ def test_a_test_run_gets_a_fresh_folder_shared_by_its_workers_and_deleted_at_its
         assert first == again == child and existed == "True" and first != str(tmp_path)
         assert not os.path.exists(first)  # deleted when the run's process ended
     assert runs[0][0] != runs[1][0]  # each run its own
+
+
+# ---- several runs at once ---------------------------------------------------------------------------------------
+
+
+GRPO = grpo.Config(iterations=2, prompts_per_iteration=4, group_size=2, eval_every=2, eval_prompts=20, probe_prompts=10,
+                   eval_samples=1, progress_bar=False)
+
+
+@pytest.mark.parametrize("trainer, base, model_input", [(sft.train, SFT, None), (grpo.train, GRPO, "ref_model")],
+                         ids=["sft", "grpo-from-a-model"])
+def test_train_many_trains_the_missing_runs_side_by_side_and_loads_them_as_the_loop_would(folder, monkeypatch, trainer,
+                                                                                        base, model_input):
+    """The runs a worker stored are the runs this process would have made (the same key, so the inputs copied
+    into a worker, a model included, key alike; the same weights and history, in order); the one trained
+    before is not trained again; the random state and the input model's modes are the loop's."""
+    ref = sft.build_model(SFT, TASK)
+    inputs = {"task": TASK, **({model_input: ref} if model_input else {})}
+    configs = [dataclasses.replace(base, seed=s) for s in (3, 4, 5)]
+    cache.train(trainer, configs[0], **inputs)  # trained before
+    (before,) = folder.glob("*.pt")
+    stamp = before.stat().st_mtime_ns
+
+    many = cache.train_many(trainer, configs, workers=2, **inputs)
+    after_many = (torch.rand(3), random.random(), np.random.rand())
+    modes_many = [p.requires_grad for p in ref.parameters()], ref.training
+    assert before.stat().st_mtime_ns == stamp, "a run in the cache is not trained again"
+    assert len(list(folder.glob("*.pt"))) == 3
+
+    monkeypatch.setenv("RLNOTES_CACHE", "0")  # the loop, trained here, nothing read
+    loop = [cache.train(trainer, c, **{**inputs, **({model_input: copy.deepcopy(ref)} if model_input else {})})
+            for c in configs]
+    after_loop = (torch.rand(3), random.random(), np.random.rand())
+    for a, b in zip(many, loop):
+        same_history(a, b, timed=False)
+    if trainer is sft.train:  # (GRPO from an untrained model earns no reward: its runs stay at the start)
+        assert not same_weights(many[1]["model"], many[2]["model"]), "three different runs, in order"
+    assert torch.equal(after_many[0], after_loop[0]) and after_many[1:] == after_loop[1:]
+    assert modes_many == ([p.requires_grad for p in ref.parameters()], ref.training)
+
+
+def test_train_many_refuses_an_empty_list():
+    with pytest.raises(ValueError, match="configs is empty"):
+        cache.train_many(sft.train, [], task=TASK)

@@ -45,7 +45,9 @@ folder of this pytest run (tests/conftest.py points RLNOTES_CACHE_DIR at it; the
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import html
 import importlib.util
 import json
 import os
@@ -54,6 +56,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import nbformat
@@ -324,7 +327,7 @@ def test_a_chinese_page_takes_the_outputs_of_the_english_execution_cell_by_cell(
     chinese = new_notebook(cells=[new_markdown_cell("# 00 · 符号", metadata=record), new_code_cell(code[0]),
                                   new_markdown_cell("The value $V$.", metadata={"rlnotes": {"untranslated": True}}),
                                   new_code_cell(code[1])])
-    assert builder.translated_cells(chinese) == (1, 1)
+    assert builder.translated_cells(chinese) == (1, 1, 0)
     page = builder.with_outputs_of(chinese, executed)
     assert [c.source for c in page.cells] == [c.source for c in chinese.cells]
     assert [c.get("outputs") for c in page.cells] == [c.get("outputs") for c in executed.cells]
@@ -335,6 +338,223 @@ def test_a_chinese_page_takes_the_outputs_of_the_english_execution_cell_by_cell(
     assert builder.with_outputs_of(changed, executed) is None
     changed.cells = chinese.cells[:2]
     assert builder.with_outputs_of(changed, executed) is None
+
+
+def test_a_translation_of_an_older_english_cell_is_counted_stale():
+    """build.py's translated_cells, given today's English notebook: a translation whose recorded source_sha256 is not
+    the SHA-256 (UTF-8) of its English cell's joined source, or whose English cell is gone, is stale, not translated."""
+    import hashlib
+
+    from nbformat.v4 import new_markdown_cell, new_notebook
+
+    builder = _site_builder()
+    english = new_notebook(cells=[new_markdown_cell("# 00 · Notation", id="t"), new_markdown_cell("The value $V$.", id="v"),
+                                  new_markdown_cell("A policy π.", id="p"), new_markdown_cell("Still English.", id="e")])
+    english.cells[2].source = ["A policy ", "π."]  # a list of lines, as a notebook file may hold it: joined, then hashed
+
+    def record(cell_id, text):
+        return {"rlnotes": {"translates": cell_id, "source_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}}
+
+    chinese = new_notebook(cells=[
+        new_markdown_cell("# 00 · 符号", id="t", metadata=record("t", "# 00 · Notation")),
+        new_markdown_cell("价值 $V$。", id="v", metadata=record("v", "The value $V$ (old).")),  # English changed since
+        new_markdown_cell("策略 π。", id="p", metadata=record("p", "A policy π.")),
+        new_markdown_cell("旧段落。", id="g", metadata=record("gone", "A removed cell.")),  # its English cell is gone
+        new_markdown_cell("Still English.", id="e", metadata={"rlnotes": {"translates": "e", "untranslated": True}})])
+    assert builder.source_sha256(english.cells[2]) == hashlib.sha256("A policy π.".encode()).hexdigest()
+    assert builder.translated_cells(chinese, english) == (2, 1, 2)
+    assert builder.translated_cells(chinese) == (4, 1, 0)  # without the English, nothing to compare with
+
+
+def test_build_py_names_the_encoding_of_every_text_it_reads_and_writes():
+    """UTF-8 (the Chinese pages, the glossary), whatever the locale's encoding: every read_text, write_text and
+    open of docs/site/build.py passes encoding=, and so does every subprocess.run that decodes text."""
+    tree = ast.parse((ROOT / "docs" / "site" / "build.py").read_text(encoding="utf-8"))
+    missing = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        keywords = {k.arg: k.value for k in node.keywords}
+        text_run = name == "run" and isinstance(keywords.get("text"), ast.Constant) and keywords["text"].value is True
+        if name in ("read_text", "write_text", "open") or text_run:
+            if not (isinstance(keywords.get("encoding"), ast.Constant) and keywords["encoding"].value == "utf-8"):
+                missing.append(f"line {node.lineno}: {name}")
+    assert not missing, f"without encoding='utf-8': {missing}"
+
+
+# ---------------------------------------------------------------- build() on a small course of its own (no kernel)
+
+
+_COURSE_README = """# rlnotes
+
+A course.
+
+## The course
+
+| Notebook | Topic |
+|---|---|
+| `00_one` | one |
+| `01_two` | two |
+"""
+_COURSE_README_ZH = """# rlnotes
+
+一门课程。
+
+## 课程
+
+| 笔记本 | 主题 |
+|---|---|
+| `00_one` | 一 |
+| `01_two` | 二 |
+"""
+
+
+def _synthetic_course(root: Path) -> None:
+    """root/: README.md, README.zh.md, assets/glossary.md, benchmarks/lessons/00_one.md and two chapters, each with
+    its Chinese notebook. zh/00_one: a current translation, a stale one (its English cell changed since), one cell
+    untranslated; links to the glossary, to the other chapter and to 00_one's measurement record (which links the
+    01_two one)."""
+    import hashlib
+
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    def record(cell_id, text):
+        return {"rlnotes": {"translates": cell_id, "source_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}}
+
+    (root / "assets").mkdir(parents=True)
+    (root / "benchmarks" / "lessons").mkdir(parents=True)
+    (root / "notebooks" / "zh").mkdir(parents=True)
+    (root / "README.md").write_text(_COURSE_README, encoding="utf-8")
+    (root / "README.zh.md").write_text(_COURSE_README_ZH, encoding="utf-8")
+    (root / "assets" / "glossary.md").write_text("# Glossary\n\n| English | 中文 |\n|---|---|\n| value | 价值 |\n",
+                                                 encoding="utf-8")
+    (root / "benchmarks" / "lessons" / "00_one.md").write_text(
+        "# 00 · measured\n\nThe value $V$ on 5 seeds; see also [01](01_two.md) and the [glossary](../../assets/glossary.md).\n",
+        encoding="utf-8")
+    (root / "benchmarks" / "lessons" / "01_two.md").write_text("# 01 · measured\n\nNothing yet.\n", encoding="utf-8")
+    links = "the [glossary](../assets/glossary.md), [chapter 01](01_two.ipynb), [measurements](../benchmarks/lessons/00_one.md)"
+    english = [new_markdown_cell("# 00 · One", id="t"), new_markdown_cell(f"See {links}.", id="l"),
+               new_code_cell("print('V =', 1.0)", id="c"), new_markdown_cell("The value $V$, rewritten since.", id="v"),
+               new_markdown_cell("Not translated yet.", id="u")]
+    zh_links = links.replace("](../", "](../../").replace("glossary]", "术语表]")
+    chinese = [new_markdown_cell("# 00 · 一", id="t", metadata=record("t", "# 00 · One")),
+               new_markdown_cell(f"见 {zh_links}。", id="l", metadata=record("l", f"See {links}.")),
+               new_code_cell("print('V =', 1.0)", id="c"),
+               new_markdown_cell("价值 $V$（旧译文）。", id="v", metadata=record("v", "The value $V$.")),
+               new_markdown_cell("Not translated yet.", id="u", metadata={"rlnotes": {"translates": "u", "untranslated": True}})]
+    nbformat.write(new_notebook(cells=english), root / "notebooks" / "00_one.ipynb")
+    nbformat.write(new_notebook(cells=chinese), root / "notebooks" / "zh" / "00_one.ipynb")
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# 01 · Two", id="t"), new_code_cell("print(2)", id="c")]),
+                   root / "notebooks" / "01_two.ipynb")
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# 01 · 二", id="t", metadata=record("t", "# 01 · Two")),
+                                       new_code_cell("print(2)", id="c")]),
+                   root / "notebooks" / "zh" / "01_two.ipynb")
+
+
+@pytest.fixture
+def small_site(tmp_path, monkeypatch):
+    """(builder, out, executed, failing): docs/site/build.py pointed at a course of its own (_synthetic_course), its
+    `execute` replaced by one that runs no kernel: each code cell gets a stdout output; a notebook of `failing`
+    (English stems) raises as a failed execution does. `executed`: the notebooks it was asked to execute."""
+    builder, root = _site_builder(), tmp_path / "repo"
+    _synthetic_course(root)
+    monkeypatch.setattr(builder, "ROOT", root)
+    monkeypatch.setattr(builder, "NOTEBOOKS", root / "notebooks")
+    monkeypatch.setattr(builder, "ZH", root / "notebooks" / "zh")
+    executed, failing = [], set()
+
+    def execute(notebook, cache, mode, timeout, use_cache):
+        notebook = Path(notebook)
+        executed.append(notebook.relative_to(root / "notebooks").as_posix())
+        if notebook.parent == root / "notebooks" and notebook.stem in failing:
+            raise RuntimeError(f"{notebook.name} failed to execute (partial copy in {cache}):\nZeroDivisionError")
+        nb = nbformat.read(notebook, as_version=4)
+        for count, cell in enumerate([c for c in nb.cells if c.cell_type == "code"], start=1):
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"ran {notebook.stem}\n")]
+            cell.execution_count = count
+        target = cache / f"{builder.copy_stem(notebook)}.synthetic.ipynb"
+        nbformat.write(nb, target)
+        return target, 0.0, False
+
+    monkeypatch.setattr(builder, "execute", execute)
+    return builder, tmp_path / "site", executed, failing
+
+
+def _unresolved(site: Path, page: Path) -> list[str]:
+    """The relative href and src of a built page that name no file inside the site (its fragment and query dropped);
+    links to another host, data: URLs and links within the page are not relative paths."""
+    site, bad = site.resolve(), []
+    for target in re.findall(r'(?<![\w-])(?:href|src)="([^"]*)"', page.read_text(encoding="utf-8")):
+        target = html.unescape(target)
+        if not target or target.startswith(("#", "//")) or re.match(r"[A-Za-z][\w+.-]*:", target):
+            continue
+        path = (page.parent / urllib.parse.unquote(re.split(r"[#?]", target)[0])).resolve()
+        if not path.is_relative_to(site) or not path.is_file():
+            bad.append(target)
+    return bad
+
+
+def test_a_chinese_page_says_how_many_translations_are_stale(small_site):
+    """The banner of a Chinese chapter counts its untranslated paragraphs and, beside them, those whose translation
+    is of an older version of the English cell (recorded SHA-256 other than today's)."""
+    builder, out, _, _ = small_site
+    builder.build(out)
+    page = (out / "zh" / "00_one.html").read_text(encoding="utf-8")
+    assert "本章还有 1 个段落尚未译成中文" in page
+    assert re.search(r'<span class="rlnotes-stale">1 个段落的译文落后于英文', page), "no stale count on the page"
+    assert "价值" in page  # the stale translation is still shown
+    other = (out / "zh" / "01_two.html").read_text(encoding="utf-8")
+    assert '<span class="rlnotes-stale">' not in other and '<span class="rlnotes-untranslated">' not in other
+    assert '<span class="rlnotes-stale">' not in (out / "00_one.html").read_text(encoding="utf-8")
+
+
+def test_a_chinese_chapter_is_not_executed_again_when_its_english_chapter_failed(small_site, capsys):
+    """English 01 fails: zh/01 is reported as not built because of it, not executed in a kernel of its own, and not
+    said to differ from the English; zh/00 still takes the English execution's outputs."""
+    builder, out, executed, failing = small_site
+    failing.add("01_two")
+    with pytest.raises(SystemExit) as failed:
+        builder.build(out)
+    printed = capsys.readouterr().out
+    assert sorted(executed) == ["00_one.ipynb", "01_two.ipynb"], f"executed: {executed}"
+    assert "tools/zh.py sync" not in printed, printed
+    assert re.search(r"zh/01_two\s+not built: its English chapter failed", printed), printed
+    assert "zh/01_two: its English chapter failed" in str(failed.value)
+    assert (out / "zh" / "00_one.html").exists() and not (out / "zh" / "01_two.html").exists()
+
+
+def test_a_chinese_notebook_whose_code_differs_is_executed_on_its_own(small_site, capsys):
+    """The one case a Chinese notebook is executed itself: its English chapter executed, but the code cells differ."""
+    builder, out, executed, _ = small_site
+    path = builder.ZH / "01_two.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].source = "print(3)"
+    nbformat.write(nb, path)
+    builder.build(out)
+    assert sorted(executed) == ["00_one.ipynb", "01_two.ipynb", "zh/01_two.ipynb"]
+    assert "tools/zh.py sync" in capsys.readouterr().out
+    assert "ran 01_two" in (out / "zh" / "01_two.html").read_text(encoding="utf-8")
+
+
+def test_measurement_records_linked_from_the_chapters_are_pages_of_the_site(small_site):
+    """A link to ../benchmarks/lessons/NN_name.md (../../ from notebooks/zh/) leads, in both editions, to that record
+    rendered at <out>/benchmarks/lessons/NN_name.html (with the records it links); every relative href and src of
+    every page built names a file of the site."""
+    builder, out, _, _ = small_site
+    builder.build(out)
+    english, chinese = (out / "00_one.html").read_text(encoding="utf-8"), (out / "zh" / "00_one.html").read_text(encoding="utf-8")
+    assert 'href="benchmarks/lessons/00_one.html"' in english
+    assert 'href="../benchmarks/lessons/00_one.html"' in chinese
+    assert "lessons/00_one.md" not in english + chinese
+    lesson = (out / "benchmarks" / "lessons" / "00_one.html").read_text(encoding="utf-8")
+    assert "5 seeds" in lesson and 'class="rlnotes-math">V<' in lesson and 'src="../../katex/katex.min.js"' in lesson
+    assert 'href="01_two.html"' in lesson and 'href="../../glossary.html"' in lesson
+    assert (out / "benchmarks" / "lessons" / "01_two.html").is_file()
+    pages = sorted(out.rglob("*.html"))
+    assert len(pages) == 10, [p.relative_to(out).as_posix() for p in pages]  # 2 + 2 chapters, 2 indexes, 2 glossaries, 2 records
+    unresolved = {p.relative_to(out).as_posix(): _unresolved(out, p) for p in pages}
+    assert not any(unresolved.values()), {k: v for k, v in unresolved.items() if v}
 
 
 @pytest.fixture(scope="module")
@@ -422,9 +642,26 @@ def _pages(chapters, chinese) -> list[str]:
 
 
 def test_pages_point_nowhere_in_the_repository(site, chapters, chinese):
+    """No page links a notebook or a Markdown file of the repository; every relative href and src of every page
+    (the measurement records' pages, benchmarks/lessons/*.html, among them) names a file of the site. In a run
+    that builds some chapters only, a link to a chapter left out (whose page a whole build writes) is not counted."""
     for name in [p.stem for p in chapters] + [f"zh/{p.stem}" for p in chinese]:
-        page = (site / f"{name}.html").read_text()
+        page = (site / f"{name}.html").read_text(encoding="utf-8")
         assert ".ipynb\"" not in page and "assets/glossary.md" not in page, name
+        assert not re.search(r'href="[^"]*benchmarks/lessons/[^"]*\.md[#"]', page), name
+    left_out = {p.stem for p in NOTEBOOKS} - {p.stem for p in chapters}
+
+    def left_out_chapter(target: str) -> bool:
+        chapter = re.fullmatch(r"(?:\.\./|zh/)?([\w.-]+)\.html(?:#.*)?", target)
+        return chapter is not None and chapter.group(1) in left_out
+
+    pages = [site / f"{name}.html" for name in _pages(chapters, chinese)]
+    unresolved = {}
+    for page in pages + sorted((site / "benchmarks" / "lessons").glob("*.html")):
+        bad = [target for target in _unresolved(site, page) if not left_out_chapter(target)]
+        if bad:
+            unresolved[page.relative_to(site).as_posix()] = bad
+    assert not unresolved, f"relative links to no file of the site: {unresolved}"
 
 
 def test_pages_load_nothing_from_the_web(site, chapters, chinese):

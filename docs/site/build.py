@@ -10,7 +10,9 @@ is kept as a PNG output, then rendered with nbconvert's HTML exporter (the Jupyt
 embedded) to <out>/<notebook>.html. A widget cannot move on a static page: its output is replaced by
 the last picture it drew (read from the widget state nbclient saves) and a note that its sliders move
 in JupyterLab; a progress bar by its final text. Links between notebooks and to assets/glossary.md are
-rewritten to the site's pages. The index (<out>/index.html) is the README's chapter table, each
+rewritten to the site's pages; a link to a chapter's measurement record (benchmarks/lessons/NN_name.md) to
+that record rendered as the glossary is, <out>/benchmarks/lessons/NN_name.html (English only: both editions
+link it). The index (<out>/index.html) is the README's chapter table, each
 chapter that exists a link.
 
 Formulas are typeset in the reader's browser by KaTeX, which the site carries: nothing is fetched from
@@ -25,11 +27,13 @@ does not run), nor any other script or stylesheet from the web.
 Two editions: the English chapters (notebooks/*.ipynb) at <out>/NN_name.html, and the Chinese ones
 (notebooks/zh/NN_name.ipynb, issue 26) at <out>/zh/NN_name.html, with <out>/zh/index.html (README.zh.md's
 chapter table) and <out>/zh/glossary.html. A Chinese chapter is on the site once one of its Markdown cells is
-translated (a cell tools/zh.py has not translated yet keeps its English, and the page says how many do). Its
-code cells are the English chapter's, byte for byte (tests/test_zh.py), so its page takes the outputs of the
-English chapter's execution cell by cell instead of executing it again; only a Chinese notebook whose code
-cells differ from today's English ones (a translation not yet synced) is executed itself, as
-<out>/executed/zh.NN_name.<key>.ipynb (the name notebooks/conftest.py gives the copies of a translation).
+translated (a cell tools/zh.py has not translated yet keeps its English, and the page says how many do; it says
+too how many translations are stale: their English cell changed since, its SHA-256 is no longer the one the
+translation records). Its code cells are the English chapter's, byte for byte (tests/test_zh.py), so its page
+takes the outputs of the English chapter's execution cell by cell instead of executing it again; only a Chinese
+notebook whose code cells differ from today's English ones (a translation not yet synced) is executed itself, as
+<out>/executed/zh.NN_name.<key>.ipynb (the name notebooks/conftest.py gives the copies of a translation). When the
+English chapter failed to execute, its Chinese page is not built (its code, the same, would fail again).
 The Chinese pages are <html lang="zh-CN"> with a CJK font stack (Noto Sans CJK SC, Source Han Sans, PingFang,
 Microsoft YaHei, ...). Every page carries a language switch (<a class="rlnotes-lang">, English ⇄ 中文) to the
 same page of the other edition: the same chapter, or the other edition's index when that chapter has no
@@ -85,6 +89,7 @@ TEXT = {
         "widget_none": "An interactive widget, which a static page cannot show. It runs in JupyterLab: "
                        "<code>make lab</code>, then run the notebook.",
         "untranslated": "",
+        "stale": "",
     },
     "zh": {
         "lang": "zh-CN", "home": "rlnotes：课程（中文版）", "switch": "English", "switch_lang": "en",
@@ -94,6 +99,7 @@ TEXT = {
         "widget_default": "默认设置",
         "widget_none": "交互小部件，静态页面无法显示。它在 JupyterLab 中运行：<code>make lab</code>，然后运行本笔记本。",
         "untranslated": "本章还有 {n} 个段落尚未译成中文，暂以英文显示。",
+        "stale": "{n} 个段落的译文落后于英文（英文原文已修改），暂以旧译文显示。",
     },
 }
 WIDGET_NOTE = TEXT["en"]["widget"]
@@ -147,25 +153,43 @@ def execute(notebook: Path, cache: Path, mode: str, timeout: int, use_cache: boo
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     start = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, "--execute-one", str(notebook), str(target), "--timeout", str(timeout)],
-                          env=env, cwd=ROOT, capture_output=True, text=True)
+                          env=env, cwd=ROOT, capture_output=True, text=True, encoding="utf-8", errors="replace")
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-25:])
         raise RuntimeError(f"{notebook.name} failed to execute (partial copy in {cache}):\n{tail}")
     return target, time.perf_counter() - start, False
 
 
-def translated_cells(nb) -> tuple[int, int]:
-    """(translated, untranslated) Markdown cells of a Chinese notebook, as tools/zh.py records them in each
-    cell's metadata ("rlnotes": {"translates": <English cell id>, ...}, "untranslated": true until it is)."""
-    done = left = 0
+def cell_source(cell) -> str:
+    """A cell's source as one text (a notebook file may hold it as a list of lines)."""
+    text = cell.get("source", "")
+    return "".join(text) if isinstance(text, list) else text
+
+
+def source_sha256(cell) -> str:
+    """The SHA-256 of a cell's source, UTF-8: what tools/zh.py records as a translation's source_sha256
+    (its sha256(source(cell)); mirrored here, build.py does not import tools/)."""
+    return hashlib.sha256(cell_source(cell).encode("utf-8")).hexdigest()
+
+
+def translated_cells(nb, english=None) -> tuple[int, int, int]:
+    """(translated, untranslated, stale) Markdown cells of a Chinese notebook, as tools/zh.py records them in each
+    cell's metadata ("rlnotes": {"translates": <English cell id>, "source_sha256": ...}, "untranslated": true
+    until it is). Given `english`, the English notebook as it is now, a translation is stale when the English
+    cell it translates is gone or its source no longer has the SHA-256 recorded (it changed since); without
+    it, no translation is counted stale."""
+    now = None if english is None else {c.get("id"): source_sha256(c) for c in english.cells}
+    done = left = stale = 0
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             record = cell.get("metadata", {}).get("rlnotes", {})
-            if record.get("translates") and not record.get("untranslated"):
-                done += 1
-            else:
+            if not record.get("translates") or record.get("untranslated"):
                 left += 1
-    return done, left
+            elif now is not None and now.get(record["translates"]) != record.get("source_sha256"):
+                stale += 1
+            else:
+                done += 1
+    return done, left, stale
 
 
 def with_outputs_of(translation, executed):
@@ -361,7 +385,7 @@ body.rlnotes-index { font-family: system-ui, sans-serif; max-width: 60rem; margi
 .rlnotes-index code { background: #f4f4f4; padding: 0 .2rem; }
 .rlnotes-nav { font-family: system-ui, sans-serif; padding: .5rem 1rem; border-bottom: 1px solid #ddd; }
 .rlnotes-lang { float: right; margin-left: 1rem; font-weight: bold; }
-.rlnotes-untranslated { color: #8a5a00; }
+.rlnotes-untranslated, .rlnotes-stale { color: #8a5a00; }
 .rlnotes-widget-note { color: #555; }
 </style>"""
 
@@ -397,12 +421,28 @@ def language_switch(lang: str, href: str) -> str:
     return f'<a class="rlnotes-lang" href="{href}" hreflang="{other}" lang="{other}">{TEXT[lang]["switch"]}</a>'
 
 
+LESSONS = "benchmarks/lessons"  # the chapters' measurement records, <out>/benchmarks/lessons/NN_name.html
+
+
+def _lesson_links(page: str, root: str) -> str:
+    """Links to a measurement record (../benchmarks/lessons/NN_name.md from notebooks/, ../../ from notebooks/zh/)
+    made links to its page, `root` + benchmarks/lessons/NN_name.html; a record that does not exist is left alone."""
+    def lesson(match):
+        name, anchor = match.group(1), match.group(2) or ""
+        if (ROOT / LESSONS / f"{name}.md").is_file():
+            return f'href="{root}{LESSONS}/{name}.html{anchor}"'
+        return match.group(0)
+
+    return re.sub(r'href="(?:\.\./)+benchmarks/lessons/([\w.-]+)\.md(#[^"]*)?"', lesson, page)
+
+
 def _rewrite_links(page: str, stems: set[str], lang: str = "en", english: set[str] | None = None) -> str:
-    """Links to notebooks and assets made links of the site. `stems`: this edition's chapter pages; for a
-    Chinese page, `english`: the English ones, where a chapter without a Chinese page is read."""
+    """Links to notebooks, assets and measurement records made links of the site. `stems`: this edition's chapter
+    pages; for a Chinese page, `english`: the English ones, where a chapter without a Chinese page is read."""
     root = _root(lang)
     page = re.sub(r'href="(?:\.\./)*assets/glossary\.md"', 'href="glossary.html"', page)
     page = re.sub(r'href="(?:\.\./)+assets/', f'href="{root}assets/', page)
+    page = _lesson_links(page, root)
 
     def chapter(match):
         stem, anchor = match.group(1), match.group(2) or ""
@@ -416,17 +456,18 @@ def _rewrite_links(page: str, stems: set[str], lang: str = "en", english: set[st
 
 
 def render(nb, title: str, stems: set[str], lang: str = "en", switch: str | None = None,
-           english: set[str] | None = None, untranslated: int = 0) -> str:
+           english: set[str] | None = None, untranslated: int = 0, stale: int = 0) -> str:
     """A chapter page. `switch`: the other edition's page for the language switch; `untranslated`: the
-    Markdown cells of a Chinese chapter still in English (the page says how many)."""
+    Markdown cells of a Chinese chapter still in English, `stale`: those whose translation is of an older
+    version of the English cell (the page says how many of each)."""
     _, exporter_class = _math_classes()
     exporter = exporter_class(template_name="lab", template_file="rlnotes-site.html.j2", embed_images=True,
                               extra_loaders=[exporter_class.site_loader])
     folder = NOTEBOOKS if lang == "en" else NOTEBOOKS / lang
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title, "path": str(folder)}})
     text = TEXT[lang]
-    note = (f' · <span class="rlnotes-untranslated">{text["untranslated"].format(n=untranslated)}</span>'
-            if untranslated else "")
+    note = "".join(f' · <span class="rlnotes-{key}">{text[key].format(n=n)}</span>'
+                   for key, n in (("untranslated", untranslated), ("stale", stale)) if n and text[key])
     nav = (f'<nav class="rlnotes-nav">{language_switch(lang, switch) if switch else ""}'
            f'<a href="index.html">{text["home"]}</a> · {text["nav"]}{note}</nav>')
     body = re.sub(r"<html[^>]*>", f'<html lang="{text["lang"]}">', body, count=1)
@@ -524,12 +565,53 @@ def index_page(readme: str, stems: set[str], lang: str = "en", switch: str | Non
 
 def glossary_page(lang: str = "en", switch: str | None = None) -> str:
     """The glossary (assets/glossary.md, in both languages): one page in each edition, with that edition's links."""
-    text = (ROOT / "assets" / "glossary.md").read_text()
+    text = (ROOT / "assets" / "glossary.md").read_text(encoding="utf-8")
     title = "rlnotes: glossary" if lang == "en" else "rlnotes：术语表"
     return (f'<!DOCTYPE html>\n<html lang="{TEXT[lang]["lang"]}"><head><meta charset="utf-8"><title>{title}</title>'
             f'{_style(lang)}\n{math_head(_root(lang))}</head>\n<body class="rlnotes-index">'
             f'{language_switch(lang, switch) if switch else ""}<p><a href="index.html">{TEXT[lang]["home"]}</a></p>\n'
             f"{markdown_to_html(text)}\n</body></html>\n")
+
+
+def lesson_page(name: str) -> str:
+    """A chapter's measurement record, benchmarks/lessons/<name>.md (English), rendered as the glossary is, for
+    <out>/benchmarks/lessons/<name>.html: both editions' chapters link it. Its own links to other records, the
+    glossary, the assets and the chapters are made links of the site."""
+    text = (ROOT / LESSONS / f"{name}.md").read_text(encoding="utf-8")
+    root = "../" * len(Path(LESSONS).parts)
+    heading = re.search(r"^#\s+(.+)$", text, flags=re.M)
+    title = f"rlnotes: {heading.group(1).strip() if heading else name}"
+    body = markdown_to_html(text)
+    body = re.sub(r'href="(?:\.\./)*assets/glossary\.md"', f'href="{root}glossary.html"', body)
+    body = re.sub(r'href="(?:\.\./)+assets/', f'href="{root}assets/', body)
+    body = re.sub(r'href="([\w.-]+)\.md(#[^"]*)?"',
+                  lambda m: f'href="{m.group(1)}.html{m.group(2) or ""}"' if (ROOT / LESSONS / f"{m.group(1)}.md").is_file()
+                  else m.group(0), body)
+    body = re.sub(r'href="(?:\.\./)+notebooks/([\w.-]+)\.ipynb(#[^"]*)?"',
+                  lambda m: f'href="{root}{m.group(1)}.html{m.group(2) or ""}"', body)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f'{_style("en")}\n{math_head(root)}</head>\n<body class="rlnotes-index">'
+            f'<p><a href="{root}index.html">{TEXT["en"]["home"]}</a> · '
+            f'<a href="{root}zh/index.html" hreflang="zh-CN" lang="zh-CN">{TEXT["zh"]["home"]}</a></p>\n'
+            f"{body}\n</body></html>\n")
+
+
+def write_lessons(out: Path, pages: list[str]) -> list[Path]:
+    """The measurement records `pages` link (benchmarks/lessons/NN_name.html), and those they link, written."""
+    wanted = {name for page in pages for name in re.findall(rf'href="(?:\.\./)*{LESSONS}/([\w.-]+)\.html', page)}
+    written, folder = [], out / LESSONS
+    while wanted:
+        name = wanted.pop()
+        if not (ROOT / LESSONS / f"{name}.md").is_file():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        page = lesson_page(name)
+        (folder / f"{name}.html").write_text(page, encoding="utf-8")
+        written.append(folder / f"{name}.html")
+        done = {p.stem for p in written}
+        wanted |= {n for n in re.findall(r'href="([\w.-]+)\.html', page)
+                   if n not in done and (ROOT / LESSONS / f"{n}.md").is_file()}
+    return written
 
 
 # ---------------------------------------------------------------- main
@@ -549,12 +631,17 @@ def build(out: Path, mode: str = "fast", jobs: int = 1, timeout: int = 1800, use
     cache.mkdir(parents=True, exist_ok=True)
     course = sorted(NOTEBOOKS.glob("*.ipynb"))
     notebooks = [p for p in course if not names or any(p.stem == n or p.stem.startswith(n) for n in names)]
-    # The Chinese chapters: each with at least one Markdown cell translated; those of `notebooks` are built.
-    translated = {}
-    for path in [ZH / p.name for p in course if (ZH / p.name).exists()]:
+    # The Chinese chapters: each with at least one Markdown cell translated (current or stale); those of
+    # `notebooks` are built. counts: (translated, untranslated, stale) against today's English notebook.
+    translated, counts = {}, {}
+    for english_path in course:
+        path = ZH / english_path.name
+        if not path.exists():
+            continue
         nb = nbformat.read(path, as_version=4)
-        if translated_cells(nb)[0]:
-            translated[path.stem] = nb
+        done, left, stale = translated_cells(nb, nbformat.read(english_path, as_version=4))
+        if done or stale:
+            translated[path.stem], counts[path.stem] = nb, (done, left, stale)
     translations = {stem: nb for stem, nb in translated.items() if stem in {p.stem for p in notebooks}}
 
     failures = []
@@ -577,7 +664,11 @@ def build(out: Path, mode: str = "fast", jobs: int = 1, timeout: int = 1800, use
         # A Chinese chapter: the English execution's outputs, cell by cell, when the code cells are the same.
         chinese, own = {}, []
         for stem, nb in translations.items():
-            grafted = with_outputs_of(nb, executed[stem]) if executed.get(stem) is not None else None
+            if executed.get(stem) is None:  # not executed again: the same code cells would fail the same way
+                print(f"{'zh/' + stem:24s} not built: its English chapter failed", flush=True)
+                failures.append(f"zh/{stem}: its English chapter failed")
+                continue
+            grafted = with_outputs_of(nb, executed[stem])
             if grafted is not None:
                 print(f"{'zh/' + stem:24s} outputs of {stem}'s execution", flush=True)
                 chinese[stem] = grafted
@@ -609,19 +700,25 @@ def build(out: Path, mode: str = "fast", jobs: int = 1, timeout: int = 1800, use
     for stem, nb in english.items():
         page = out / f"{stem}.html"
         switch = f"zh/{stem}.html" if stem in zh_stems else "zh/index.html"
-        page.write_text(render(nb, _title(nb, stem), en_links, "en", switch))
+        page.write_text(render(nb, _title(nb, stem), en_links, "en", switch), encoding="utf-8")
         pages.append(page)
     (out / "zh").mkdir(exist_ok=True)
     for stem, nb in chinese.items():
         page = out / "zh" / f"{stem}.html"
         switch = f"../{stem}.html" if stem in en_stems else "../index.html"
-        page.write_text(render(nb, _title(nb, stem), zh_links, "zh", switch, en_links, translated_cells(nb)[1]))
+        _, untranslated, stale = counts[stem]
+        page.write_text(render(nb, _title(nb, stem), zh_links, "zh", switch, en_links, untranslated, stale),
+                        encoding="utf-8")
         pages.append(page)
-    (out / "index.html").write_text(index_page((ROOT / INDEX["en"]["readme"]).read_text(), en_stems, "en", "zh/index.html"))
+    write_lessons(out, [page.read_text(encoding="utf-8") for page in pages])
+    (out / "index.html").write_text(
+        index_page((ROOT / INDEX["en"]["readme"]).read_text(encoding="utf-8"), en_stems, "en", "zh/index.html"),
+        encoding="utf-8")
     (out / "zh" / "index.html").write_text(
-        index_page((ROOT / INDEX["zh"]["readme"]).read_text(), zh_stems, "zh", "../index.html", en_stems))
-    (out / "glossary.html").write_text(glossary_page("en", "zh/glossary.html"))
-    (out / "zh" / "glossary.html").write_text(glossary_page("zh", "../glossary.html"))
+        index_page((ROOT / INDEX["zh"]["readme"]).read_text(encoding="utf-8"), zh_stems, "zh", "../index.html", en_stems),
+        encoding="utf-8")
+    (out / "glossary.html").write_text(glossary_page("en", "zh/glossary.html"), encoding="utf-8")
+    (out / "zh" / "glossary.html").write_text(glossary_page("zh", "../glossary.html"), encoding="utf-8")
     shutil.rmtree(out / "katex", ignore_errors=True)  # the formulas' typesetter (MATH_HEAD)
     shutil.copytree(KATEX, out / "katex", ignore=shutil.ignore_patterns("SHA256SUMS"))
     assets = [p for p in (ROOT / "assets").iterdir() if p.is_file() and p.suffix != ".md"]
