@@ -83,3 +83,23 @@ def test_a_failing_run_raises_its_error():
     bad = dataclasses.replace(qac.Config(total_steps=512, progress_bar=False), env="NoSuchEnv-v0")
     with pytest.raises(Exception, match="NoSuchEnv"):
         parallel.train_many(qac.train, [qac.Config(total_steps=512, progress_bar=False), bad], workers=2)
+
+
+def test_a_workers_progress_bars_report_the_share_of_the_run_done():
+    """In a worker, a trainer's tqdm (as an iterator, or updated by hand) tells the parent how far the run is."""
+    import queue
+
+    reports = queue.Queue()
+    parallel._Reporter.queue, parallel._Reporter.index = reports, 4
+    try:
+        assert list(parallel._Reporter(range(10), desc="sft", disable=True)) == list(range(10))
+        bar = parallel._Reporter(total=8, unit="step")
+        bar.update(2)
+        bar.set_postfix(eval_mean="1.0")
+        bar.update(6)
+        bar.close()
+    finally:
+        parallel._Reporter.queue = parallel._Reporter.index = None
+    sent = [reports.get_nowait() for _ in range(reports.qsize())]
+    assert sent[0] == (4, 0.1) and (4, 1.0) in sent  # the first step, and the end of the iterator
+    assert sent[-2:] == [(4, 0.25), (4, 1.0)]  # the bar updated by hand: its first update, and its end
