@@ -39,7 +39,6 @@ import importlib
 import importlib.metadata
 import json
 import os
-import random
 import shutil
 import tempfile
 import warnings
@@ -48,6 +47,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from rlnotes.utils import random_state, set_random_state
 
 __all__ = ["train", "train_many", "key", "directory", "enabled", "entries", "clear", "source_digest", "fresh_folder_for_this_run",
            "REBUILD"]
@@ -282,21 +283,6 @@ def _set_modes(module: nn.Module, modes: dict) -> None:
         p.requires_grad_(requires_grad)
 
 
-def _random_state() -> dict:
-    version, state, gauss = random.getstate()
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": [version, list(state), gauss],
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached]}
-
-
-def _set_random_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    version, values, gauss = state["python"]
-    random.setstate((version, tuple(values), gauss))
-    name, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-
-
 # ---- reading and writing entries -----------------------------------------------------------------------------
 
 
@@ -364,7 +350,7 @@ def train(trainer, config, *, progress=None, quiet: bool = False, **inputs) -> d
             history = _unpack(payload["history"], inputs)
             for name, modes in payload["input_modes"].items():
                 _set_modes(inputs[name], modes)
-            _set_random_state(payload["random_state"])
+            set_random_state(payload["random_state"])
         except Exception as error:
             warnings.warn(f"cache: ignoring {path} ({type(error).__name__}: {error}); training again", stacklevel=2)
         else:
@@ -387,7 +373,7 @@ def train(trainer, config, *, progress=None, quiet: bool = False, **inputs) -> d
                       "created": datetime.datetime.now().isoformat(timespec="seconds")},
             "history": _pack(history, inputs, "history"),
             "input_modes": {name: _modes(value) for name, value in inputs.items() if isinstance(value, nn.Module)},
-            "random_state": _random_state(),
+            "random_state": random_state(),
         }
         _write(path, payload)
     except (Unstorable, OSError) as error:
@@ -404,17 +390,15 @@ def train_many(trainer, configs, /, *, workers: int | None = None, run_inputs: l
     global random state and the input models' modes, as after the loop). With the cache off, one worker
     or one missing run, it is the loop itself.
     """
-    configs = list(configs)
-    if not configs:
-        raise ValueError("cache.train_many: configs is empty")
-    each = [{**inputs, **extra} for extra in (run_inputs or [{}] * len(configs))]
-    if len(each) != len(configs):
-        raise ValueError(f"cache.train_many: run_inputs has {len(each)} dicts for {len(configs)} configs")
     from rlnotes import parallel
 
-    missing = [i for i, c in enumerate(configs) if not enabled() or not _path(trainer, key(trainer, c, **each[i])).exists()]
+    configs, each = parallel.runs_with_inputs(configs, run_inputs, inputs, "cache.train_many")
+    if not enabled():
+        return [train(trainer, c, **kwargs) for c, kwargs in zip(configs, each)]
+    paths = [_path(trainer, key(trainer, c, **kwargs)) for c, kwargs in zip(configs, each)]
+    missing = [i for i, path in enumerate(paths) if not path.exists()]
     workers = parallel.default_workers(len(missing)) if workers is None else workers
-    if not enabled() or workers == 1 or len(missing) < 2:
+    if workers == 1 or len(missing) < 2:
         return [train(trainer, c, **kwargs) for c, kwargs in zip(configs, each)]
     if len(missing) < len(configs):
         print(f"{_short_name(trainer)}: {len(configs) - len(missing)} of the {len(configs)} runs were trained before; "
@@ -422,7 +406,7 @@ def train_many(trainer, configs, /, *, workers: int | None = None, run_inputs: l
     parallel.train_many(_train_and_store, [configs[i] for i in missing], workers=workers,
                         desc=f"{_short_name(trainer)}: {len(missing)} runs, {workers} processes",
                         run_inputs=[{"trainer": trainer, **each[i]} for i in missing])
-    lost = [i for i in missing if not _path(trainer, key(trainer, configs[i], **each[i])).exists()]
+    lost = [i for i in missing if not paths[i].exists()]
     if lost:  # a run a worker could not store (see REBUILD), or inputs that key differently once copied
         warnings.warn(f"cache: runs {lost} trained in a worker are not in the cache; training them here", stacklevel=2)
     return [train(trainer, c, quiet=True, **kwargs) for c, kwargs in zip(configs, each)]

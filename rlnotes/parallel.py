@@ -25,14 +25,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
-import random
 import sys
 import time
 
-import numpy as np
-import torch
+from rlnotes.utils import random_state, set_random_state
 
-__all__ = ["train_many", "default_workers"]
+__all__ = ["train_many", "default_workers", "runs_with_inputs"]
 
 
 def default_workers(runs: int) -> int:
@@ -47,14 +45,18 @@ def default_workers(runs: int) -> int:
     return max(1, min(cores, runs))
 
 
-def _random_state():
-    return torch.get_rng_state(), np.random.get_state(), random.getstate()
+def runs_with_inputs(configs, run_inputs, inputs: dict, caller: str = "train_many") -> tuple[list, list[dict]]:
+    """(the configs as a list, each run's keyword inputs: `inputs` updated by its dict of `run_inputs`).
 
-
-def _set_random_state(state) -> None:
-    torch.set_rng_state(state[0])
-    np.random.set_state(state[1])
-    random.setstate(state[2])
+    Raises ValueError, naming `caller`, when there is no config or run_inputs has another length.
+    """
+    configs = list(configs)
+    if not configs:
+        raise ValueError(f"{caller}: configs is empty")
+    each = [{**inputs, **extra} for extra in (run_inputs or [{}] * len(configs))]
+    if len(each) != len(configs):
+        raise ValueError(f"{caller}: run_inputs has {len(each)} dicts for {len(configs)} configs")
+    return configs, each
 
 
 class _Reporter:
@@ -100,7 +102,7 @@ def _run(trainer, config, index: int, progress_queue, inputs: dict):
     for module in [m for name, m in sys.modules.items() if name.startswith("rlnotes") and hasattr(m, "tqdm")]:
         module.tqdm = _Reporter
     result = trainer(config, **inputs)
-    return result, _random_state()
+    return result, random_state()
 
 
 def train_many(trainer, configs, /, *, workers: int | None = None, progress_bar: bool = True, desc: str | None = None,
@@ -113,12 +115,7 @@ def train_many(trainer, configs, /, *, workers: int | None = None, progress_bar:
     them (e.g. a different reward model for each run). progress_bar: one bar for all the runs, fed by each
     run's own bars (not drawn in the workers; with one worker each run draws its own). Raises what a run raised.
     """
-    configs = list(configs)
-    if not configs:
-        raise ValueError("train_many: configs is empty")
-    each = [{**inputs, **extra} for extra in (run_inputs or [{}] * len(configs))]
-    if len(each) != len(configs):
-        raise ValueError(f"train_many: run_inputs has {len(each)} dicts for {len(configs)} configs")
+    configs, each = runs_with_inputs(configs, run_inputs, inputs)
     if not callable(trainer) or "." in getattr(trainer, "__qualname__", "."):
         raise ValueError(f"train_many: trainer must be a module-level function such as qac.train, got {trainer!r}")
     workers = default_workers(len(configs)) if workers is None else workers
@@ -151,5 +148,5 @@ def train_many(trainer, configs, /, *, workers: int | None = None, progress_bar:
                 bar.update(sum(done) - bar.n)
             bar.update(len(configs) - bar.n)  # runs that stopped early, when solved
         outcomes = [p.get() for p in pending]  # raises a run's exception, in order
-    _set_random_state(outcomes[-1][1])
+    set_random_state(outcomes[-1][1])
     return [result for result, _ in outcomes]

@@ -62,3 +62,21 @@ def fast_mode() -> bool:
 def pick(full, fast):
     """`full` for a learner's run, `fast` under RLNOTES_FAST=1. Only step counts should differ."""
     return fast if fast_mode() else full
+
+
+def random_state() -> dict:
+    """The global random state (torch, python, numpy) in tensors, lists and numbers only (torch.load(weights_only=True)
+    reads it back): what a run leaves behind, for the cells after it."""
+    version, state, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": [version, list(state), gauss],
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached]}
+
+
+def set_random_state(state: dict) -> None:
+    """Set the global random state that `random_state` returned."""
+    torch.set_rng_state(state["torch"])
+    version, values, gauss = state["python"]
+    random.setstate((version, tuple(values), gauss))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
